@@ -1,0 +1,51 @@
+"""Glue shared by the asset modules: content-hash data versions and table metadata."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+from dagster import AssetCheckResult, AssetCheckSeverity, DataVersion, MetadataValue, Output
+from dagster_pandera import pandera_schema_to_dagster_type
+
+from orchestration.automation import on_upstream_data_change
+from orchestration.partitions import domain_partitions
+
+# Every table is a domain-partitioned DuckDB table, rebuilt only when an upstream data version changes.
+TABLE_OUT = {
+    "metadata": {"partition_expr": "domain"},
+    "automation_condition": on_upstream_data_change(),
+    "io_manager_key": "warehouse",
+}
+PARTITIONED = {**TABLE_OUT, "partitions_def": domain_partitions}
+
+
+def typed(schema) -> dict:
+    return {"dagster_type": pandera_schema_to_dagster_type(schema)}
+
+
+def frame_version(df: pd.DataFrame) -> DataVersion:
+    """Content hash of a table (values and column names), independent of the run that produced it."""
+    digest = hashlib.sha256(",".join(map(str, df.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return DataVersion(digest.hexdigest()[:24])
+
+
+def table_output(df: pd.DataFrame, output_name: str = "result", **metadata) -> Output:
+    preview = df.head(10).to_markdown(index=False)
+    return Output(
+        df,
+        output_name=output_name,
+        data_version=frame_version(df),
+        metadata={"rows": len(df), "preview": MetadataValue.md(preview), **metadata},
+    )
+
+
+def check_result(name: str, asset: str, violations: int, description: str) -> AssetCheckResult:
+    return AssetCheckResult(
+        check_name=name,
+        asset_key=asset,
+        passed=violations == 0,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"violations": violations, "description": description},
+    )

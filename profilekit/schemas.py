@@ -1,0 +1,106 @@
+"""pandera schemas of every table that crosses an asset boundary."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+
+UTC = pd.DatetimeTZDtype(unit="ns", tz="UTC")
+_domain = pa.Column(str, nullable=False)
+_user = pa.Column(str, nullable=False)
+
+interactions_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "user_id": _user,
+        "item_id": pa.Column(str, nullable=False),
+        "rating": pa.Column(float, pa.Check(lambda s: s.abs() < float("inf"), name="finite"), nullable=False),
+        "timestamp": pa.Column(UTC, nullable=False),
+        "seq": pa.Column("int64", pa.Check.ge(0), nullable=False),
+    },
+    unique=["domain", "seq"],
+    coerce=True,
+    strict=True,
+    name="interactions",
+)
+
+items_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "item_id": pa.Column(str, nullable=False),
+        "title": pa.Column(str, pa.Check.str_length(min_value=1), nullable=False),
+        "text": pa.Column(str, pa.Check.str_length(min_value=1), nullable=False),
+    },
+    unique=["domain", "item_id"],
+    coerce=True,
+    strict=True,
+    name="items",
+)
+
+filtered_histories_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "user_id": _user,
+        "split": pa.Column(str, pa.Check.isin(["train", "test"])),
+        "cut": pa.Column("int64", pa.Check.ge(0)),
+        "target_item_id": pa.Column(str),
+        "target_rating": pa.Column(float),
+        "target_timestamp": pa.Column(UTC),
+        "history_len": pa.Column("int64", pa.Check.ge(1)),
+        "history_items": pa.Column(str),
+        "history_ratings": pa.Column(str),
+    },
+    unique=["domain", "user_id", "cut"],
+    coerce=True,
+    strict=True,
+    name="filtered_histories",
+)
+
+candidate_sets_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "user_id": _user,
+        "cut": pa.Column("int64", pa.Check.ge(0)),
+        "split": pa.Column(str, pa.Check.isin(["train", "test"])),
+        "position": pa.Column("int64", pa.Check.ge(0)),
+        "item_id": pa.Column(str),
+        "is_target": pa.Column(bool),
+    },
+    unique=["domain", "user_id", "cut", "position"],
+    coerce=True,
+    strict=True,
+    name="candidate_sets",
+)
+
+rec_example_scores_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "user_id": _user,
+        "cut": pa.Column("int64"),
+        "method": pa.Column(str),
+        "context": pa.Column(str),
+        "n_candidates": pa.Column("int64", pa.Check.ge(2)),
+        "rank": pa.Column("int64", pa.Check.ge(1)),
+        "ndcg10": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "recall10": pa.Column(float, pa.Check.isin([0.0, 1.0])),
+    },
+    unique=["domain", "user_id", "cut", "method", "context"],
+    coerce=True,
+    strict=True,
+    name="rec_example_scores",
+)
+
+rec_metrics_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "method": pa.Column(str),
+        "context": pa.Column(str),
+        "n_examples": pa.Column("int64", pa.Check.ge(1)),
+        "ndcg10": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "recall10": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+    },
+    unique=["domain", "method", "context"],
+    coerce=True,
+    strict=True,
+    name="rec_metrics",
+)

@@ -1,0 +1,28 @@
+"""Artifact store for files that never go through an IO manager: embeddings, checkpoints, raw-source cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import ConfigurableResource
+
+from profilekit.domains import validate_domain_name
+
+
+class LocalModelStore(ConfigurableResource):
+    """A local directory; artifacts live at `<root>/<kind>/<domain>/...`."""
+
+    root: str
+
+    def path(self, kind: str, domain: str, name: str) -> Path:
+        out = Path(self.root) / kind / validate_domain_name(domain) / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+
+    @property
+    def source_cache(self) -> Path:
+        return Path(self.root) / "sources"
+
+    @property
+    def embedding_cache(self) -> Path:
+        return Path(self.root) / "embedding_cache"

@@ -1,0 +1,25 @@
+"""The evaluation protocol as a resource, so every asset of a run uses the same split and budgets."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+
+from profilekit.protocol import Protocol
+
+
+class ProtocolResource(ConfigurableResource):
+    """METHOD §1 values; `max_eval_users` bounds how many test users the evaluation assets score."""
+
+    min_interactions: int = 20
+    max_interactions: int = 1000
+    recent_k: int = 10
+    test_fraction: float = 0.2
+    max_test_users: int = 1200
+    max_targets_per_user: int = 1
+    test_negatives: int = 99
+    train_negatives: int = 128
+    seed: int = 0
+    max_eval_users: int = 1200
+
+    def get(self) -> Protocol:
+        return Protocol(**self.model_dump())
