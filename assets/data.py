@@ -6,7 +6,7 @@ from dagster import AssetCheckSpec, AssetExecutionContext, AssetOut, Failure, as
 from assets._common import PARTITIONED, TABLE_OUT, check_result, table_output, typed
 from profilekit.checks import candidate_violations, history_length_violations
 from profilekit.domains import load_registry
-from profilekit.protocol import filter_histories, sample_candidates
+from profilekit.protocol import CatalogTooSmallError, filter_histories, sample_candidates
 from profilekit.readers import DataError, read_domain
 from profilekit.schemas import candidate_sets_schema, filtered_histories_schema, interactions_schema, items_schema
 from profilekit.sources import SourceError
@@ -58,6 +58,9 @@ def filtered_histories(interactions: pd.DataFrame, protocol: ProtocolResource):
 def candidate_sets(filtered_histories: pd.DataFrame, interactions: pd.DataFrame, protocol: ProtocolResource):
     """Target + 99 seeded unseen negatives per test example, + 128 per train example."""
     catalog = sorted(interactions["item_id"].unique())
-    candidates = sample_candidates(filtered_histories, interactions, catalog, protocol.get())
+    try:
+        candidates = sample_candidates(filtered_histories, interactions, catalog, protocol.get())
+    except CatalogTooSmallError as exc:
+        raise Failure(description=str(exc)) from exc
     yield table_output(candidates, catalog_items=len(catalog), examples=len(filtered_histories))
     yield check_result("candidates_valid", "candidate_sets", *candidate_violations(candidates, interactions, protocol.get()))

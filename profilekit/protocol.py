@@ -28,6 +28,10 @@ class Protocol:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
+class CatalogTooSmallError(ValueError):
+    """A user has fewer unseen items than the number of negatives the protocol asks for."""
+
+
 def stable_user_hash(domain: str, user_id: str) -> int:
     """A process-independent 64-bit hash; Python's hash() is salted per process and would reshuffle splits."""
     return int.from_bytes(hashlib.sha256(f"{domain}\x1f{user_id}".encode()).digest()[:8], "big")
@@ -113,7 +117,9 @@ def sample_candidates(
         seen = seen_by_user[ex.user_id]
         available = len(all_items) - len(seen)
         if available < n_neg:
-            raise ValueError(f"user {ex.user_id}: only {available} unseen items for {n_neg} negatives")
+            raise CatalogTooSmallError(
+                f"user {ex.user_id}: only {available} unseen items in the catalog for {n_neg} negatives"
+            )
         key = stable_user_hash(ex.domain, f"{ex.user_id}\x1f{ex.cut}")
         rng = np.random.default_rng([protocol.seed, key])
         chosen: list[int] = []

@@ -1,0 +1,38 @@
+"""Test environment: a private data dir and warehouse, and a registry with the real default domains plus one
+local Amazon-2023 domain written here in the native schema. Set before any project module is imported,
+because partitions are built from the registry at import time."""
+
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DATA = ROOT / ".data" / "test"
+# Downloaded wheels are kept between test sessions; everything else starts empty.
+for stale in ("warehouse.duckdb", "store/embedding_cache", "store/item_embeddings", "fixtures"):
+    target = TEST_DATA / stale
+    if target.is_dir():
+        shutil.rmtree(target)
+    elif target.exists():
+        target.unlink()
+TEST_DATA.mkdir(parents=True, exist_ok=True)
+
+from tests.native_files import write_amazon_domain  # noqa: E402
+
+FIXTURE_AMAZON = write_amazon_domain(TEST_DATA / "fixtures" / "amazon-fixture")
+BROKEN_AMAZON = TEST_DATA / "fixtures" / "broken-fixture"
+BROKEN_AMAZON.mkdir(parents=True)
+(BROKEN_AMAZON / "Books.jsonl").write_text("{not json\n")
+(BROKEN_AMAZON / "meta_Books.jsonl").write_text('{"parent_asin": "B1", "title": "A Book"}\n')
+_registry = yaml.safe_load((ROOT / "domains.yaml").read_text())
+_registry["domains"]["amazon-fixture"] = {"format": "amazon2023", "path": str(FIXTURE_AMAZON)}
+_registry["domains"]["broken-fixture"] = {"format": "amazon2023", "path": str(BROKEN_AMAZON)}
+(TEST_DATA / "domains.yaml").write_text(yaml.safe_dump(_registry))
+
+os.environ["PROFILEKIT_DATA_DIR"] = str(TEST_DATA)
+os.environ["PROFILEKIT_DOMAINS"] = str(TEST_DATA / "domains.yaml")
+os.environ["PROFILEKIT_MAX_EVAL_USERS"] = "60"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("PROFILEKIT_WAREHOUSE", None)

@@ -1,0 +1,86 @@
+"""The partitioned asset chain, materialized through the real Definitions into a real DuckDB file."""
+
+import duckdb
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from orchestration.definitions import defs
+from resources.settings import warehouse_path
+from resources.warehouse import WAREHOUSE_SCHEMA
+
+ASSETS = ["interactions", "items", "filtered_histories", "candidate_sets", "item_embeddings", "rec_example_scores", "rec_metrics"]
+
+
+@pytest.fixture(scope="module")
+def instance():
+    with DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+def _run(instance, domain):
+    return defs.resolve_job_def("default_graph").execute_in_process(partition_key=domain, instance=instance, raise_on_error=False)
+
+
+def _versions(instance, domain):
+    out = {}
+    for name in ASSETS:
+        record = instance.get_latest_data_version_record(AssetKey(name), partition_key=domain)
+        out[name] = record.asset_materialization.tags.get("dagster/data_version") if record else None
+    return out
+
+
+def _query(sql, *params):
+    with duckdb.connect(warehouse_path(), read_only=True) as con:
+        return con.execute(sql, list(params)).fetchdf()
+
+
+def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance):
+    first = _run(instance, "amazon-fixture")
+    assert first.success
+    checks = [e.event_specific_data for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert {c.check_name for c in checks} == {"history_length_bounds", "candidates_valid"}
+    assert all(c.passed for c in checks)
+    before = _versions(instance, "amazon-fixture")
+    assert all(before.values()), before
+
+    metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain = ?", "amazon-fixture")
+    assert sorted(metrics["context"]) == ["10-H", "All-H"]
+    scores = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_example_scores WHERE domain = ?", "amazon-fixture")
+    for row in metrics.itertuples():
+        per_example = scores[scores["context"] == row.context]
+        assert len(per_example) == row.n_examples == 6  # 20% of 30 users
+        assert per_example["ndcg10"].mean() == pytest.approx(row.ndcg10)
+        assert (per_example["n_candidates"] == 100).all()
+
+    second = _run(instance, "amazon-fixture")
+    assert second.success
+    assert _versions(instance, "amazon-fixture") == before  # content-hash versions: identical rebuild, same versions
+    emb = instance.get_latest_data_version_record(AssetKey("item_embeddings"), partition_key="amazon-fixture")
+    meta = emb.asset_materialization.metadata
+    assert meta["encoded_now"].value == 0 and meta["from_cache"].value == 200
+
+
+def test_bad_local_files_fail_with_a_message_naming_the_file(instance):
+    result = _run(instance, "broken-fixture")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.event_specific_data.error)
+    assert "Books.jsonl: no valid line" in message
+
+
+@pytest.mark.slow
+def test_real_ml100k_slice(instance):
+    result = _run(instance, "ml-100k")
+    assert result.success
+    metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain = ?", "ml-100k")
+    assert sorted(metrics["context"]) == ["10-H", "All-H"]
+    assert (metrics["n_examples"] == 60).all()  # PROFILEKIT_MAX_EVAL_USERS in conftest
+    assert ((metrics["recall10"] > 0) & (metrics["recall10"] <= 1)).all()
+    counts = _query(
+        f"SELECT split, count(*) AS n FROM {WAREHOUSE_SCHEMA}.candidate_sets WHERE domain = ? GROUP BY split ORDER BY split",
+        "ml-100k",
+    )
+    n_test = round(0.2 * 943)
+    assert counts.set_index("split")["n"].to_dict() == {"test": 100 * n_test, "train": 129 * (943 - n_test)}
+    # other partitions are untouched by this run
+    assert set(_query(f"SELECT DISTINCT domain FROM {WAREHOUSE_SCHEMA}.rec_metrics")["domain"]) <= {"ml-100k", "amazon-fixture"}

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from profilekit.embedder import EmbeddingCache
+from profilekit.vectors import StaleVectorsError, load_item_vectors, save_item_vectors
+
+
+class CountingEmbedder:
+    """Deterministic stand-in that records every text it is asked to encode."""
+
+    dim = 4
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def encode(self, texts):
+        self.seen.extend(texts)
+        vecs = np.array([[len(t), t.count("a"), t.count("e"), 1.0] for t in texts], dtype=np.float32)
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def test_cache_encodes_each_text_once_across_instances(tmp_path):
+    emb = CountingEmbedder()
+    first, n1 = EmbeddingCache(tmp_path, "v1").encode(["alpha", "beta", "alpha"], emb)
+    assert n1 == 2 and emb.seen == ["alpha", "beta"]
+    again, n2 = EmbeddingCache(tmp_path, "v1").encode(["beta", "gamma", "alpha"], emb)
+    assert n2 == 1 and emb.seen[-1] == "gamma"
+    np.testing.assert_array_equal(again[0], first[1])
+    np.testing.assert_array_equal(again[2], first[0])
+    _, n3 = EmbeddingCache(tmp_path, "v2").encode(["alpha"], emb)  # another embedder version: no reuse
+    assert n3 == 1
+
+
+def test_item_vector_files_refuse_another_embedder_version(tmp_path):
+    path = tmp_path / "items.npz"
+    vecs = np.eye(3, dtype=np.float32)
+    d1 = save_item_vectors(path, ["a", "b", "c"], vecs, "v1")
+    assert d1 == save_item_vectors(path, ["a", "b", "c"], vecs, "v1")
+    assert d1 != save_item_vectors(path, ["a", "b", "c"], vecs, "v2")
+    loaded = load_item_vectors(path, "v2")
+    np.testing.assert_array_equal(loaded["b"], vecs[1])
+    with pytest.raises(StaleVectorsError, match="re-materialize item_embeddings"):
+        load_item_vectors(path, "v1")

@@ -1,0 +1,53 @@
+import math
+
+import numpy as np
+import pytest
+
+from profilekit.metrics import ndcg_at_k, paired_significance, recall_at_k, target_ranks
+from profilekit.text import recent_history_text, truncated_history_text
+
+
+def test_ranks_from_scores_target_in_column_zero_ties_pessimistic():
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.2, 0.3],  # best -> rank 1
+            [0.5, 0.6, 0.7, 0.1],  # two above -> rank 3
+            [0.5, 0.5, 0.1, 0.1],  # one tie -> rank 2
+        ]
+    )
+    assert target_ranks(scores).tolist() == [1, 3, 2]
+
+
+def test_ndcg_and_recall_by_hand():
+    ranks = np.array([1, 2, 3, 10, 11, 100])
+    expected_ndcg = [1.0, 1 / math.log2(3), 0.5, 1 / math.log2(11), 0.0, 0.0]
+    assert ndcg_at_k(ranks, 10) == pytest.approx(expected_ndcg)
+    assert recall_at_k(ranks, 10).tolist() == [1, 1, 1, 1, 0, 0]
+    assert ndcg_at_k(ranks, 10).mean() == pytest.approx(sum(expected_ndcg) / 6)
+
+
+def test_paired_significance_detects_a_consistent_gain_and_not_noise():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 0.5, size=200)
+    better = base + rng.uniform(0.05, 0.15, size=200)
+    res = paired_significance(better, base)
+    assert res["mean_diff"] > 0.05 and res["t_pvalue"] < 1e-10 and res["wilcoxon_pvalue"] < 1e-10
+    same = paired_significance(base, base.copy())
+    assert same["t_pvalue"] == 1.0
+    noise = paired_significance(base + rng.normal(0, 0.01, size=200), base)
+    assert noise["t_pvalue"] > 0.001
+    with pytest.raises(ValueError):
+        paired_significance(base, base[:-1])
+
+
+def test_all_h_truncates_whole_events_from_the_oldest_side():
+    lines = [f"[Movie {i} | 4]" for i in range(10)]
+
+    def count(texts):
+        return [len(t.split()) for t in texts]  # 4 "tokens" per line
+
+    text = truncated_history_text(lines, max_tokens=15, count_tokens=count)  # 3 lines of 4 + separator
+    assert text == "[Movie 7 | 4], [Movie 8 | 4], [Movie 9 | 4]"
+    assert truncated_history_text(lines, 10_000, count) == ", ".join(lines)
+    assert truncated_history_text(lines, 1, count) == "[Movie 9 | 4]"  # never empty: keep the newest event
+    assert recent_history_text(lines, 2) == "[Movie 8 | 4], [Movie 9 | 4]"
