@@ -14,6 +14,8 @@ from orchestration.definitions import defs
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 
+INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -23,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     instance = DagsterInstance.get()
     for domain in args.domains:
         started = time.perf_counter()
-        result = job.execute_in_process(partition_key=domain, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            partition_key=domain, instance=instance, raise_on_error=False, run_config=INFO_LOGS
+        )
         print(f"{domain}: run {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - started:.1f} s")
         if not result.success:
             return 1
