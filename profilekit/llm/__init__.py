@@ -1,0 +1,1 @@
+"""The profiler LLM in JAX: weight export, tunix model loading, batched sampling."""
