@@ -1,36 +1,34 @@
-"""Frozen-embedder item vectors and recommendation metrics of the raw-history contexts (All-H, 10-H)."""
+"""Frozen-embedder item vectors, recommendation metrics (All-H, 10-H, P, 10H+P) and personalized QA."""
 
-import numpy as np
 import pandas as pd
-from dagster import (
-    AssetExecutionContext,
-    AssetOut,
-    DataVersion,
-    MaterializeResult,
-    MetadataValue,
-    asset,
-    multi_asset,
-)
+from dagster import AssetExecutionContext, AssetOut, DataVersion, MaterializeResult, MetadataValue, asset, multi_asset
 
-from assets._common import PARTITIONED, TABLE_OUT, table_output, typed
+from assets._common import TABLE_OUT, table_output, typed
 from orchestration.automation import on_upstream_data_change
 from orchestration.partitions import domain_partitions
+from profilekit.contexts import history_contexts, profile_contexts
 from profilekit.embedder import EmbeddingCache
-from profilekit.evaluation import raw_history_contexts, score_contexts, summarize
+from profilekit.evaluation import score_contexts, summarize
 from profilekit.protocol import eval_users
-from profilekit.schemas import rec_example_scores_schema, rec_metrics_schema
+from profilekit.qa import answer_questions, question_sets, summarize_qa
+from profilekit.schemas import qa_example_scores_schema, qa_metrics_schema, rec_example_scores_schema, rec_metrics_schema
 from profilekit.vectors import load_item_vectors, save_item_vectors
 from resources.embedder import EmbedderResource
+from resources.llm import JudgeLLMResource
 from resources.model_store import LocalModelStore
 from resources.protocol import ProtocolResource
 
 
-@asset(
-    partitions_def=domain_partitions,
-    automation_condition=on_upstream_data_change(),
-    code_version="1",
-    group_name="embeddings",
-)
+def _evaluated(histories: pd.DataFrame, protocol: ProtocolResource, limit: int | None = None) -> pd.DataFrame:
+    users = eval_users(histories, protocol.get())[:limit]
+    return histories[(histories["split"] == "test") & histories["user_id"].isin(set(users))]
+
+
+def _md(table: pd.DataFrame) -> MetadataValue:
+    return MetadataValue.md(table.to_markdown(index=False, floatfmt=".4f"))
+
+
+@asset(partitions_def=domain_partitions, automation_condition=on_upstream_data_change(), code_version="1", group_name="embeddings")
 def item_embeddings(
     context: AssetExecutionContext, items: pd.DataFrame, embedder: EmbedderResource, model_store: LocalModelStore
 ) -> MaterializeResult:
@@ -55,29 +53,70 @@ def item_embeddings(
 
 @multi_asset(
     outs={
-        "rec_example_scores": AssetOut(**TABLE_OUT, code_version="1", **typed(rec_example_scores_schema), group_name="evaluation"),
-        "rec_metrics": AssetOut(**TABLE_OUT, code_version="1", **typed(rec_metrics_schema), group_name="evaluation"),
+        "rec_example_scores": AssetOut(**TABLE_OUT, code_version="2", **typed(rec_example_scores_schema), group_name="evaluation"),
+        "rec_metrics": AssetOut(**TABLE_OUT, code_version="2", **typed(rec_metrics_schema), group_name="evaluation"),
     },
     partitions_def=domain_partitions,
     deps=["item_embeddings"],
 )
-def raw_history_metrics(
+def recommendation_eval(
     context: AssetExecutionContext,
     filtered_histories: pd.DataFrame,
     candidate_sets: pd.DataFrame,
     items: pd.DataFrame,
+    base_profiles: pd.DataFrame,
     embedder: EmbedderResource,
     model_store: LocalModelStore,
     protocol: ProtocolResource,
 ):
-    """N@10 / R@10 of All-H and 10-H for the evaluated test users; per-example scores kept for paired tests."""
+    """N@10 / R@10 per evaluated test user and context; per-example scores kept for paired tests."""
     model, proto = embedder.load(), protocol.get()
     item_vectors = load_item_vectors(model_store.path("item_embeddings", context.partition_key, "items.npz"), model.version)
-    users = set(eval_users(filtered_histories, proto))
-    examples = filtered_histories[(filtered_histories["split"] == "test") & filtered_histories["user_id"].isin(users)]
-    contexts = raw_history_contexts(examples, items, model, proto.recent_k)
+    examples = _evaluated(filtered_histories, protocol)
+    contexts = pd.concat(
+        [
+            history_contexts(examples, items, model.count_tokens, model.max_seq_length, proto.recent_k),
+            profile_contexts(examples, items, base_profiles, proto.recent_k, "Base"),
+        ],
+        ignore_index=True,
+    )
     cache = EmbeddingCache(model_store.embedding_cache, model.version)
     scores = score_contexts(contexts, candidate_sets, item_vectors, model, cache)
     metrics = summarize(scores)
-    yield table_output(scores, "rec_example_scores", evaluated_users=len(users))
-    yield table_output(metrics, "rec_metrics", summary=MetadataValue.md(metrics.to_markdown(index=False, floatfmt=".4f")))
+    yield table_output(scores, "rec_example_scores", evaluated_users=examples["user_id"].nunique())
+    yield table_output(metrics, "rec_metrics", summary=_md(metrics))
+
+
+@multi_asset(
+    outs={
+        "qa_example_scores": AssetOut(**TABLE_OUT, code_version="1", **typed(qa_example_scores_schema), group_name="evaluation"),
+        "qa_metrics": AssetOut(**TABLE_OUT, code_version="1", **typed(qa_metrics_schema), group_name="evaluation"),
+    },
+    partitions_def=domain_partitions,
+)
+def qa_eval(
+    filtered_histories: pd.DataFrame,
+    candidate_sets: pd.DataFrame,
+    items: pd.DataFrame,
+    interactions: pd.DataFrame,
+    base_profiles: pd.DataFrame,
+    judge_llm: JudgeLLMResource,
+    model_store: LocalModelStore,
+    protocol: ProtocolResource,
+):
+    """Next-item multiple choice (accuracy) and rating (MAE) answered by the judge LLM from each context."""
+    proto = protocol.get()
+    examples = _evaluated(filtered_histories, protocol, proto.max_qa_users)
+    judge = judge_llm.chat(model_store)
+    contexts = pd.concat(
+        [
+            history_contexts(examples, items, judge.count_tokens, judge_llm.context_budget_tokens, proto.recent_k),
+            profile_contexts(examples, items, base_profiles, proto.recent_k, "Base"),
+        ],
+        ignore_index=True,
+    )
+    questions = question_sets(examples, candidate_sets, items, proto.seed)
+    scores = answer_questions(judge, contexts, questions, judge_llm.sampling(), float(interactions["rating"].mean()))
+    metrics = summarize_qa(scores)
+    yield table_output(scores, "qa_example_scores", judge_version=judge.version)
+    yield table_output(metrics, "qa_metrics", summary=_md(metrics))

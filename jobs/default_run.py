@@ -32,11 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         if not result.success:
             return 1
     with duckdb.connect(warehouse_path(), read_only=True) as con:
-        table = con.execute(
-            f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain IN (SELECT unnest(?)) ORDER BY domain, method, context",
-            [args.domains],
-        ).fetchdf()
-    print(table.to_markdown(index=False, floatfmt=".4f"))
+        for table in ("rec_metrics", "qa_metrics"):
+            rows = con.execute(
+                f"SELECT * FROM {WAREHOUSE_SCHEMA}.{table} WHERE domain IN (SELECT unnest(?)) ORDER BY domain, method, context",
+                [args.domains],
+            ).fetchdf()
+            print(f"\n{table}\n" + rows.to_markdown(index=False, floatfmt=".4f"))
     return 0
 
 

@@ -7,21 +7,8 @@ import pandas as pd
 
 from profilekit.embedder import Embedder, EmbeddingCache
 from profilekit.metrics import ndcg_at_k, recall_at_k, target_ranks
-from profilekit.text import example_history_lines, recent_history_text, truncated_history_text
 
 EXAMPLE_KEY = ["domain", "user_id", "cut"]
-
-
-def raw_history_contexts(examples: pd.DataFrame, items: pd.DataFrame, embedder: Embedder, recent_k: int) -> pd.DataFrame:
-    """All-H and 10-H user texts per example (long form: one row per example and context)."""
-    titles = dict(zip(items["item_id"], items["title"]))
-    rows = []
-    for ex in examples.itertuples(index=False):
-        lines = example_history_lines(ex, titles)
-        all_h = truncated_history_text(lines, embedder.max_seq_length, embedder.count_tokens)
-        rows.append((ex.domain, ex.user_id, ex.cut, "history", "All-H", all_h))
-        rows.append((ex.domain, ex.user_id, ex.cut, "history", "10-H", recent_history_text(lines, recent_k)))
-    return pd.DataFrame(rows, columns=[*EXAMPLE_KEY, "method", "context", "text"])
 
 
 def score_contexts(

@@ -23,6 +23,7 @@ class Protocol:
     seed: int = 0
     # How many test users the evaluation assets score (stable-hash order); the full test split stays defined.
     max_eval_users: int = 1200
+    max_qa_users: int = 1200
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]

@@ -104,3 +104,59 @@ rec_metrics_schema = pa.DataFrameSchema(
     strict=True,
     name="rec_metrics",
 )
+
+profiles_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "user_id": _user,
+        "cut": pa.Column("int64", pa.Check.ge(0)),
+        "profile": pa.Column(str),
+        "prompt_tokens": pa.Column("int64", pa.Check.ge(1)),
+        "profile_tokens": pa.Column("int64", pa.Check.ge(0)),
+        "seconds": pa.Column(float, pa.Check.ge(0.0)),
+        "method": pa.Column(str),
+        "model_version": pa.Column(str),
+        "prompt_version": pa.Column(str),
+    },
+    unique=["domain", "user_id", "cut", "method"],
+    coerce=True,
+    strict=True,
+    name="profiles",
+)
+
+qa_example_scores_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "user_id": _user,
+        "cut": pa.Column("int64"),
+        "method": pa.Column(str),
+        "context": pa.Column(str),
+        "mc_answer": pa.Column(str),
+        "mc_parsed": pa.Column(bool),
+        "mc_correct": pa.Column(float, pa.Check.isin([0.0, 1.0])),
+        "rating_answer": pa.Column(str),
+        "rating_parsed": pa.Column(bool),
+        "rating_abs_error": pa.Column(float, pa.Check.in_range(0.0, 5.0)),
+    },
+    unique=["domain", "user_id", "cut", "method", "context"],
+    coerce=True,
+    strict=True,
+    name="qa_example_scores",
+)
+
+qa_metrics_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "method": pa.Column(str),
+        "context": pa.Column(str),
+        "n_examples": pa.Column("int64", pa.Check.ge(1)),
+        "mc_accuracy": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "rating_mae": pa.Column(float, pa.Check.ge(0.0)),
+        "mc_unparsed": pa.Column("int64", pa.Check.ge(0)),
+        "rating_unparsed": pa.Column("int64", pa.Check.ge(0)),
+    },
+    unique=["domain", "method", "context"],
+    coerce=True,
+    strict=True,
+    name="qa_metrics",
+)

@@ -25,15 +25,16 @@ def recent_history_text(lines: Sequence[str], k: int) -> str:
     return ", ".join(lines[-k:]) if k > 0 else ""
 
 
-def truncated_history_text(lines: Sequence[str], max_tokens: int, count_tokens: Callable[[list[str]], list[int]]) -> str:
-    """All-H: the whole history, dropping the oldest events until it fits `max_tokens` (whole events only)."""
+def fit_lines_to_budget(lines: Sequence[str], budget: int, count_tokens: Callable[[list[str]], list[int]]) -> list[str]:
+    """The most recent whole lines whose tokens (plus one separator each) fit `budget`; never empty, never a
+    partial line, so no event is cut mid-token."""
     if not lines:
-        return ""
+        return []
     costs = count_tokens(list(lines))
-    budget, keep = max_tokens, 0
+    kept = 0
     for cost in reversed(costs):
-        budget -= cost + 1  # +1 for the ", " separator
+        budget -= cost + 1
         if budget < 0:
             break
-        keep += 1
-    return ", ".join(lines[len(lines) - max(keep, 1):])
+        kept += 1
+    return list(lines[len(lines) - max(kept, 1):])

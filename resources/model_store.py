@@ -10,12 +10,13 @@ from profilekit.domains import validate_domain_name
 
 
 class LocalModelStore(ConfigurableResource):
-    """A local directory; artifacts live at `<root>/<kind>/<domain>/...`."""
+    """A local directory; artifacts live at `<root>/<kind>/<key>/...`."""
 
     root: str
 
-    def path(self, kind: str, domain: str, name: str) -> Path:
-        out = Path(self.root) / kind / validate_domain_name(domain) / name
+    def path(self, kind: str, key: str, name: str) -> Path:
+        """`<root>/<kind>/<key>/<name>`; `key` (a domain, a model name) is validated like a domain name."""
+        out = Path(self.root) / kind / validate_domain_name(key) / name
         out.parent.mkdir(parents=True, exist_ok=True)
         return out
 

@@ -8,7 +8,8 @@ from profilekit.protocol import Protocol
 
 
 class ProtocolResource(ConfigurableResource):
-    """METHOD §1 values; `max_eval_users` bounds how many test users the evaluation assets score."""
+    """METHOD §1 values. `max_eval_users` bounds the test users the evaluation assets score (and profile);
+    `max_qa_users` the first of those that the QA judge is asked about."""
 
     min_interactions: int = 20
     max_interactions: int = 1000
@@ -20,6 +21,7 @@ class ProtocolResource(ConfigurableResource):
     train_negatives: int = 128
     seed: int = 0
     max_eval_users: int = 1200
+    max_qa_users: int = 1200
 
     def get(self) -> Protocol:
         return Protocol(**self.model_dump())

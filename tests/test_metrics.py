@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from profilekit.metrics import ndcg_at_k, paired_significance, recall_at_k, target_ranks
-from profilekit.text import recent_history_text, truncated_history_text
+from profilekit.text import fit_lines_to_budget, recent_history_text
 
 
 def test_ranks_from_scores_target_in_column_zero_ties_pessimistic():
@@ -46,8 +46,8 @@ def test_all_h_truncates_whole_events_from_the_oldest_side():
     def count(texts):
         return [len(t.split()) for t in texts]  # 4 "tokens" per line
 
-    text = truncated_history_text(lines, max_tokens=15, count_tokens=count)  # 3 lines of 4 + separator
-    assert text == "[Movie 7 | 4], [Movie 8 | 4], [Movie 9 | 4]"
-    assert truncated_history_text(lines, 10_000, count) == ", ".join(lines)
-    assert truncated_history_text(lines, 1, count) == "[Movie 9 | 4]"  # never empty: keep the newest event
+    kept = fit_lines_to_budget(lines, 15, count)  # 3 lines of 4 tokens + separator
+    assert kept == ["[Movie 7 | 4]", "[Movie 8 | 4]", "[Movie 9 | 4]"]
+    assert fit_lines_to_budget(lines, 10_000, count) == lines
+    assert fit_lines_to_budget(lines, 1, count) == ["[Movie 9 | 4]"]  # never empty: keep the newest event
     assert recent_history_text(lines, 2) == "[Movie 8 | 4], [Movie 9 | 4]"

@@ -1,0 +1,49 @@
+"""User-context texts (METHOD §2), in long form: one row per (example, method, context).
+
+History contexts: All-H (newest whole events within a token budget) and 10-H. Profile contexts: P (the profile)
+and 10H+P (the 10 most recent history lines, then the profile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+from profilekit.text import example_history_lines, fit_lines_to_budget, recent_history_text
+
+CONTEXT_COLUMNS = ["domain", "user_id", "cut", "method", "context", "text"]
+
+
+def history_contexts(
+    examples: pd.DataFrame,
+    items: pd.DataFrame,
+    count_tokens: Callable[[list[str]], list[int]],
+    budget: int,
+    recent_k: int,
+) -> pd.DataFrame:
+    titles = dict(zip(items["item_id"], items["title"]))
+    rows = []
+    for ex in examples.itertuples(index=False):
+        lines = example_history_lines(ex, titles)
+        all_h = ", ".join(fit_lines_to_budget(lines, budget, count_tokens))
+        rows.append((ex.domain, ex.user_id, ex.cut, "history", "All-H", all_h))
+        rows.append((ex.domain, ex.user_id, ex.cut, "history", "10-H", recent_history_text(lines, recent_k)))
+    return pd.DataFrame(rows, columns=CONTEXT_COLUMNS)
+
+
+def profile_contexts(
+    examples: pd.DataFrame, items: pd.DataFrame, profiles: pd.DataFrame, recent_k: int, method: str
+) -> pd.DataFrame:
+    """Only examples that have a profile get rows."""
+    titles = dict(zip(items["item_id"], items["title"]))
+    by_key = profiles.set_index(["user_id", "cut"])["profile"]
+    rows = []
+    for ex in examples.itertuples(index=False):
+        profile = by_key.get((ex.user_id, ex.cut))
+        if profile is None:
+            continue
+        recent = recent_history_text(example_history_lines(ex, titles), recent_k)
+        rows.append((ex.domain, ex.user_id, ex.cut, method, "P", profile))
+        rows.append((ex.domain, ex.user_id, ex.cut, method, "10H+P", f"{recent}\n{profile}"))
+    return pd.DataFrame(rows, columns=CONTEXT_COLUMNS)

@@ -1,0 +1,105 @@
+"""Chat-model text generation in batches (profiles, QA answers) on top of the JAX sampler."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from profilekit.llm.export import dir_content_hash
+from profilekit.llm.model import load_lm
+from profilekit.llm.sampler import Sampler, SamplingConfig
+from profilekit.prompts import profile_messages
+from profilekit.text import example_history_lines, fit_lines_to_budget
+
+
+@dataclass
+class GeneratedTexts:
+    texts: list[str]
+    prompt_tokens: list[int]
+    completion_tokens: list[int]
+    seconds: list[float]  # per text: its batch's wall time split evenly over the batch
+
+
+class ChatLM:
+    """A chat model (tokenizer + chat template from transformers, weights in JAX) that answers message lists."""
+
+    def __init__(self, weights_dir: Path | str, dtype: str = "float32", mesh=None, batch_size: int = 8):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoTokenizer
+
+        self.weights_dir = Path(weights_dir)
+        self.version = dir_content_hash(self.weights_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.weights_dir))
+        self.lm = load_lm(self.weights_dir, dtype=dtype, mesh=mesh)
+        eos = {self.tokenizer.eos_token_id}
+        gen_eos = _generation_eos(self.weights_dir)
+        eos |= gen_eos
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.sampler = Sampler(self.lm, sorted(e for e in eos if e is not None), pad, mesh=mesh)
+        self.batch_size = batch_size
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    def generate(self, conversations: list[list[dict]], config: SamplingConfig) -> GeneratedTexts:
+        """Answers in input order; prompts are batched by length so padding stays small."""
+        prompts = [self.encode_chat(m) for m in conversations]
+        order = np.argsort([len(p) for p in prompts], kind="stable")
+        texts, completion, seconds = [""] * len(prompts), [0] * len(prompts), [0.0] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            started = time.perf_counter()
+            out = self.sampler.generate([prompts[i] for i in idx], config)
+            share = (time.perf_counter() - started) / len(idx)
+            for i, toks in zip(idx, out.tokens):
+                texts[i] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
+                completion[i] = len(toks)
+                seconds[i] = share
+        return GeneratedTexts(texts, [len(p) for p in prompts], completion, seconds)
+
+
+def _generation_eos(weights_dir: Path) -> set[int]:
+    import json
+
+    path = weights_dir / "generation_config.json"
+    if not path.exists():
+        return set()
+    eos = json.loads(path.read_text()).get("eos_token_id")
+    return set(eos if isinstance(eos, list) else [eos]) - {None}
+
+
+def profile_conversations(examples: pd.DataFrame, items: pd.DataFrame, count_tokens, history_budget: int) -> list[list[dict]]:
+    """One profiler chat per example: the newest whole history lines that fit `history_budget` tokens."""
+    titles = dict(zip(items["item_id"], items["title"]))
+    return [
+        profile_messages(fit_lines_to_budget(example_history_lines(ex, titles), history_budget, count_tokens))
+        for ex in examples.itertuples(index=False)
+    ]
+
+
+def generate_profiles(
+    chat: ChatLM, examples: pd.DataFrame, items: pd.DataFrame, history_budget: int, config: SamplingConfig
+) -> pd.DataFrame:
+    """Zero-shot profiles for the given examples (one row each)."""
+    conversations = profile_conversations(examples, items, chat.count_tokens, history_budget)
+    out = chat.generate(conversations, config)
+    return pd.DataFrame(
+        {
+            "domain": examples["domain"].to_numpy(),
+            "user_id": examples["user_id"].to_numpy(),
+            "cut": examples["cut"].to_numpy(),
+            "profile": out.texts,
+            "prompt_tokens": out.prompt_tokens,
+            "profile_tokens": out.completion_tokens,
+            "seconds": out.seconds,
+        }
+    )

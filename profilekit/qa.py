@@ -1,0 +1,72 @@
+"""Personalized QA (METHOD §7): next-item multiple choice (accuracy) and rating prediction (MAE)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from profilekit.llm.sampler import SamplingConfig
+from profilekit.profiler import ChatLM
+from profilekit.prompts import multiple_choice_messages, parse_choice, parse_rating, rating_messages
+from profilekit.protocol import stable_user_hash
+
+N_OPTIONS = 4
+
+
+def question_sets(examples: pd.DataFrame, candidates: pd.DataFrame, items: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Per example: the target and the first 3 sampled negatives of its candidate set, in a seeded order."""
+    texts = dict(zip(items["item_id"], items["text"]))
+    cands = candidates[candidates["position"] < N_OPTIONS].sort_values(["user_id", "cut", "position"])
+    grouped = cands.groupby(["user_id", "cut"])["item_id"].agg(list)
+    rows = []
+    for ex in examples.itertuples(index=False):
+        ids = grouped.loc[(ex.user_id, ex.cut)]
+        rng = np.random.default_rng([seed, stable_user_hash(ex.domain, f"qa\x1f{ex.user_id}\x1f{ex.cut}")])
+        order = rng.permutation(len(ids))
+        rows.append(
+            {
+                "domain": ex.domain,
+                "user_id": ex.user_id,
+                "cut": ex.cut,
+                "options": [texts[ids[i]] for i in order],
+                "answer_index": int(np.flatnonzero(order == 0)[0]),
+                "target_text": texts[ids[0]],
+                "target_rating": float(ex.target_rating),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def answer_questions(
+    judge: ChatLM, contexts: pd.DataFrame, questions: pd.DataFrame, config: SamplingConfig, fallback_rating: float
+) -> pd.DataFrame:
+    """Ask the judge both questions for every context row; unparseable answers are flagged and scored as
+    wrong (choice) or as `fallback_rating` (the domain's mean rating)."""
+    merged = contexts.merge(questions, on=["domain", "user_id", "cut"], how="inner", validate="many_to_one")
+    mc = judge.generate([multiple_choice_messages(r.text, r.options) for r in merged.itertuples()], config)
+    rating = judge.generate([rating_messages(r.text, r.target_text) for r in merged.itertuples()], config)
+    choices = [parse_choice(a, opts) for a, opts in zip(mc.texts, merged["options"])]
+    ratings = [parse_rating(a) for a in rating.texts]
+    out = merged[["domain", "user_id", "cut", "method", "context"]].copy()
+    out["mc_answer"] = mc.texts
+    out["mc_parsed"] = [c is not None for c in choices]
+    out["mc_correct"] = [float(c == a) if c is not None else 0.0 for c, a in zip(choices, merged["answer_index"])]
+    out["rating_answer"] = rating.texts
+    out["rating_parsed"] = [r is not None for r in ratings]
+    predicted = np.array([fallback_rating if r is None else r for r in ratings], dtype=np.float64)
+    out["rating_abs_error"] = np.abs(predicted - merged["target_rating"].to_numpy())
+    return out.reset_index(drop=True)
+
+
+def summarize_qa(scores: pd.DataFrame) -> pd.DataFrame:
+    return (
+        scores.groupby(["domain", "method", "context"], sort=False)
+        .agg(
+            n_examples=("mc_correct", "size"),
+            mc_accuracy=("mc_correct", "mean"),
+            rating_mae=("rating_abs_error", "mean"),
+            mc_unparsed=("mc_parsed", lambda s: int((~s).sum())),
+            rating_unparsed=("rating_parsed", lambda s: int((~s).sum())),
+        )
+        .reset_index()
+    )
