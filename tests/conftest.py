@@ -33,6 +33,7 @@ _registry["domains"]["broken-fixture"] = {"format": "amazon2023", "path": str(BR
 
 os.environ["PROFILEKIT_DATA_DIR"] = str(TEST_DATA)
 os.environ["PROFILEKIT_DOMAINS"] = str(TEST_DATA / "domains.yaml")
-os.environ["PROFILEKIT_MAX_EVAL_USERS"] = "60"
+os.environ["PROFILEKIT_MAX_EVAL_USERS"] = "12"
+os.environ["PROFILEKIT_MAX_QA_USERS"] = "3"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("PROFILEKIT_WAREHOUSE", None)

@@ -8,7 +8,20 @@ from orchestration.definitions import defs
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 
-ASSETS = ["interactions", "items", "filtered_histories", "candidate_sets", "item_embeddings", "rec_example_scores", "rec_metrics"]
+ASSETS = [
+    "interactions",
+    "items",
+    "filtered_histories",
+    "candidate_sets",
+    "item_embeddings",
+    "profiler_base_weights",
+    "base_profiles",
+    "rec_example_scores",
+    "rec_metrics",
+    "qa_example_scores",
+    "qa_metrics",
+]
+PARTITIONED_ASSETS = [a for a in ASSETS if a != "profiler_base_weights"]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +37,8 @@ def _run(instance, domain):
 def _versions(instance, domain):
     out = {}
     for name in ASSETS:
-        record = instance.get_latest_data_version_record(AssetKey(name), partition_key=domain)
+        key = domain if name in PARTITIONED_ASSETS else None
+        record = instance.get_latest_data_version_record(AssetKey(name), partition_key=key)
         out[name] = record.asset_materialization.tags.get("dagster/data_version") if record else None
     return out
 
@@ -44,13 +58,22 @@ def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance):
     assert all(before.values()), before
 
     metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain = ?", "amazon-fixture")
-    assert sorted(metrics["context"]) == ["10-H", "All-H"]
+    assert sorted(zip(metrics["method"], metrics["context"])) == [
+        ("Base", "10H+P"), ("Base", "P"), ("history", "10-H"), ("history", "All-H")
+    ]
     scores = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_example_scores WHERE domain = ?", "amazon-fixture")
     for row in metrics.itertuples():
         per_example = scores[scores["context"] == row.context]
         assert len(per_example) == row.n_examples == 6  # 20% of 30 users
         assert per_example["ndcg10"].mean() == pytest.approx(row.ndcg10)
         assert (per_example["n_candidates"] == 100).all()
+
+    profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.base_profiles WHERE domain = ?", "amazon-fixture")
+    assert len(profiles) == 6 and (profiles["profile_tokens"] > 0).all() and (profiles["method"] == "Base").all()
+    qa = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_metrics WHERE domain = ?", "amazon-fixture")
+    assert sorted(qa["context"]) == ["10-H", "10H+P", "All-H", "P"] and (qa["n_examples"] == 3).all()
+    qa_rows = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_example_scores WHERE domain = ?", "amazon-fixture")
+    assert int((~qa_rows["mc_parsed"]).sum()) == int(qa["mc_unparsed"].sum())  # unparseable answers are counted
 
     second = _run(instance, "amazon-fixture")
     assert second.success
@@ -73,8 +96,8 @@ def test_real_ml100k_slice(instance):
     result = _run(instance, "ml-100k")
     assert result.success
     metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain = ?", "ml-100k")
-    assert sorted(metrics["context"]) == ["10-H", "All-H"]
-    assert (metrics["n_examples"] == 60).all()  # PROFILEKIT_MAX_EVAL_USERS in conftest
+    assert sorted(metrics["context"]) == ["10-H", "10H+P", "All-H", "P"]
+    assert (metrics["n_examples"] == 12).all()  # PROFILEKIT_MAX_EVAL_USERS in conftest
     assert ((metrics["recall10"] > 0) & (metrics["recall10"] <= 1)).all()
     counts = _query(
         f"SELECT split, count(*) AS n FROM {WAREHOUSE_SCHEMA}.candidate_sets WHERE domain = ? GROUP BY split ORDER BY split",

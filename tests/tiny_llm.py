@@ -1,0 +1,33 @@
+"""A tiny random-init llama in HF layout, for fast tests of the JAX model and sampler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_tiny_llama(directory: Path, rope_theta: float = 100_000.0, tied: bool = True, seed: int = 0) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if (directory / "config.json").exists():
+        return directory
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=1024,
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
+        tie_word_embeddings=tied,
+        rms_norm_eps=1e-5,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # random init gives near-uniform logits; widen them so argmax is decisive
+        for p in model.parameters():
+            p.mul_(4.0 if p.dim() > 1 else 1.0)
+    model.save_pretrained(directory)
+    return directory
