@@ -13,14 +13,19 @@ import torch
 from profilekit.llm.model import hidden_states, load_lm, project_logits
 from profilekit.llm.sampler import Sampler, SamplingConfig
 from tests.conftest import ROOT, TEST_DATA
-from tests.tiny_llm import write_tiny_llama
+from tests.tiny_llm import write_tiny_lm
 
 TOL = 1e-4  # f32, max |logit difference| against torch
 
 
 @pytest.fixture(scope="module")
 def tiny_dir():
-    return write_tiny_llama(TEST_DATA / "tiny-llama")
+    return write_tiny_lm(TEST_DATA / "tiny-llama", "llama")
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen3"])
+def tiny_family_dir(request):
+    return write_tiny_lm(TEST_DATA / f"tiny-{request.param}-theta50k", request.param, rope_theta=50_000.0)
 
 
 def _jax_logits(lm, ids):
@@ -38,11 +43,11 @@ def _torch_logits(path, ids):
         return model(torch.tensor([ids])).logits[0].numpy()
 
 
-def test_tiny_llama_logits_match_transformers(tiny_dir):
+def test_tiny_model_logits_match_transformers(tiny_family_dir):
     ids = list(np.random.default_rng(0).integers(3, 256, size=40))
-    lm = load_lm(tiny_dir)
-    assert lm.config.rope_theta == 100_000.0
-    got, ref = _jax_logits(lm, ids), _torch_logits(tiny_dir, ids)
+    lm = load_lm(tiny_family_dir)
+    assert lm.config.rope_theta == 50_000.0
+    got, ref = _jax_logits(lm, ids), _torch_logits(tiny_family_dir, ids)
     assert np.abs(got - ref).max() < TOL
     assert (got.argmax(-1) == ref.argmax(-1)).all()
 
@@ -147,3 +152,15 @@ def test_packaged_smollm2_logits_match_transformers():
     assert np.abs(got - ref).max() < 1e-3
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.98
     assert json.loads((path / "config.json").read_text())["pad_token_id"] != tok.eos_token_id
+
+
+def test_shared_prefill_samples_equal_repeated_prompts(tiny_dir):
+    lm = load_lm(tiny_dir)
+    sampler = Sampler(lm, eos_ids=[], pad_id=0)
+    prompts = [[5, 17, 42, 9], [8, 200]]
+    for cfg in (SamplingConfig(max_new_tokens=10, temperature=0.0), SamplingConfig(max_new_tokens=10, temperature=1.0, seed=2)):
+        shared = sampler.generate(prompts, cfg, samples=3)
+        repeated = sampler.generate([p for p in prompts for _ in range(3)], cfg)
+        assert shared.tokens == repeated.tokens
+        assert shared.prompt_tokens == [4, 4, 4, 2, 2, 2]
+    assert len(set(map(tuple, shared.tokens[:3]))) > 1  # the samples of one prompt differ

@@ -1,18 +1,21 @@
-"""A tiny random-init llama in HF layout, for fast tests of the JAX model and sampler."""
+"""Tiny random-init causal LMs in HF layout, for fast tests of the JAX model and sampler."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def write_tiny_llama(directory: Path, rope_theta: float = 100_000.0, tied: bool = True, seed: int = 0) -> Path:
+def write_tiny_lm(directory: Path, family: str = "llama", rope_theta: float = 100_000.0, tied: bool = True,
+                  seed: int = 0) -> Path:
+    """`family`: llama or qwen3 (both in tunix); a non-default RoPE theta exercises the theta fix."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     if (directory / "config.json").exists():
         return directory
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}[family]
+    config = config_cls(
         vocab_size=256,
         hidden_size=64,
         intermediate_size=128,
@@ -25,7 +28,7 @@ def write_tiny_llama(directory: Path, rope_theta: float = 100_000.0, tied: bool 
         tie_word_embeddings=tied,
         rms_norm_eps=1e-5,
     )
-    model = LlamaForCausalLM(config).eval()
+    model = model_cls(config).eval()
     with torch.no_grad():  # random init gives near-uniform logits; widen them so argmax is decisive
         for p in model.parameters():
             p.mul_(4.0 if p.dim() > 1 else 1.0)

@@ -1,7 +1,7 @@
 """Load an HF-layout checkpoint into tunix's JAX model family and run its forward pass without full logits.
 
-Traps of tunix 0.1.7 handled here (measured, see DATA.md): llama3 attention ignores the configured RoPE theta
-(always 1e6; SmolLM2 needs 1e5), and the tied embedding table must be the input embedding.
+Families: llama (tunix llama3) and qwen3. Trap of tunix 0.1.7 handled here (measured, see DATA.md): attention
+ignores the configured RoPE theta (always 1e6; SmolLM2 needs 1e5).
 """
 
 from __future__ import annotations
@@ -16,70 +16,101 @@ import jax.numpy as jnp
 from flax import nnx
 from tunix.models.llama3 import model as llama_lib
 from tunix.models.llama3 import params as llama_params
+from tunix.models.qwen3 import model as qwen3_lib
+from tunix.models.qwen3 import params as qwen3_params
 
 _ROPE_THETA: contextvars.ContextVar[float | None] = contextvars.ContextVar("rope_theta", default=None)
-_TUNIX_APPLY_ROPE = llama_lib.apply_rope
 
 
-def _apply_rope_with_theta(inputs, positions, head_dim, rope_theta=1_000_000):
-    theta = _ROPE_THETA.get()
-    return _TUNIX_APPLY_ROPE(inputs, positions, head_dim=head_dim, rope_theta=rope_theta if theta is None else theta)
+def _theta_aware(tunix_apply_rope):
+    def apply_rope(inputs, positions, head_dim, rope_theta=1_000_000):
+        theta = _ROPE_THETA.get()
+        return tunix_apply_rope(inputs, positions, head_dim=head_dim, rope_theta=rope_theta if theta is None else theta)
+
+    return apply_rope
 
 
-llama_lib.apply_rope = _apply_rope_with_theta
+def _theta_attention(attention_cls):
+    """tunix's attention of a family, rotating with `config.rope_theta` (read while the block is traced)."""
+
+    class ThetaAttention(attention_cls):
+        def block(self, *args, **kwargs):
+            token = _ROPE_THETA.set(float(self.config.rope_theta))
+            try:
+                return super().block(*args, **kwargs)
+            finally:
+                _ROPE_THETA.reset(token)
+
+    ThetaAttention.__name__ = ThetaAttention.__qualname__ = f"Theta{attention_cls.__name__}"
+    return ThetaAttention
 
 
-class ThetaAttention(llama_lib.Attention):
-    """tunix's llama3 attention, but rotating with `config.rope_theta` (read while the block is traced)."""
+def _hf_common(hf: dict) -> dict:
+    rope = hf.get("rope_parameters") or {}
+    return {
+        "num_layers": hf["num_hidden_layers"],
+        "vocab_size": hf["vocab_size"],
+        "embed_dim": hf["hidden_size"],
+        "hidden_dim": hf["intermediate_size"],
+        "num_heads": hf["num_attention_heads"],
+        "head_dim": hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
+        "num_kv_heads": hf.get("num_key_value_heads", hf["num_attention_heads"]),
+        "rope_theta": rope.get("rope_theta", hf.get("rope_theta", 10_000.0)),
+        "norm_eps": hf.get("rms_norm_eps", 1e-6),
+    }
 
-    def block(self, x, segment_pos, cache, attn_mask):
-        token = _ROPE_THETA.set(float(self.config.rope_theta))
-        try:
-            return super().block(x, segment_pos, cache, attn_mask)
-        finally:
-            _ROPE_THETA.reset(token)
+
+@dataclass(frozen=True)
+class Family:
+    model_lib: object
+    params_lib: object
+    tie_field: str
+    theta_attention: type
+
+
+def _family(model_lib, params_lib, tie_field: str) -> Family:
+    # tunix 0.1.7's attention calls apply_rope without the configured theta (always 1e6): route it through
+    # the context variable that the theta-aware attention sets.
+    model_lib.apply_rope = _theta_aware(model_lib.apply_rope)
+    return Family(model_lib, params_lib, tie_field, _theta_attention(model_lib.Attention))
+
+
+# HF `model_type` -> tunix family. Only families whose loading is tested against transformers are listed.
+FAMILIES = {
+    "llama": _family(llama_lib, llama_params, "weight_tying"),
+    "qwen3": _family(qwen3_lib, qwen3_params, "use_tied_embedding"),
+}
 
 
 @dataclass(frozen=True)
 class LoadedLM:
     model: nnx.Module
-    config: llama_lib.ModelConfig
+    config: object
     family: str
     path: Path
 
 
-def llama_config_from_hf(hf: dict) -> llama_lib.ModelConfig:
-    rope = hf.get("rope_parameters") or {}
-    theta = rope.get("rope_theta", hf.get("rope_theta", 10_000.0))
-    return llama_lib.ModelConfig(
-        num_layers=hf["num_hidden_layers"],
-        vocab_size=hf["vocab_size"],
-        embed_dim=hf["hidden_size"],
-        hidden_dim=hf["intermediate_size"],
-        num_heads=hf["num_attention_heads"],
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"],
-        num_kv_heads=hf.get("num_key_value_heads", hf["num_attention_heads"]),
-        rope_theta=theta,
-        norm_eps=hf.get("rms_norm_eps", 1e-5),
-        weight_tying=bool(hf.get("tie_word_embeddings", False)),
-    )
+def model_config_from_hf(hf: dict):
+    family = FAMILIES[hf["model_type"]]
+    return family.model_lib.ModelConfig(**_hf_common(hf), **{family.tie_field: bool(hf.get("tie_word_embeddings", False))})
 
 
 def load_lm(path: Path | str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None) -> LoadedLM:
     """Load an HF-layout directory (config.json + *.safetensors) with tunix; never touches a hub."""
     path = Path(path)
     hf = json.loads((path / "config.json").read_text())
-    family = hf.get("model_type")
-    if family != "llama":
-        raise ValueError(f"{path}: model_type {family!r} is not supported yet (supported: llama)")
-    config = llama_config_from_hf(hf)
-    model = llama_params.create_model_from_safe_tensors(str(path), config, mesh=mesh, dtype=jnp.dtype(dtype))
+    model_type = hf.get("model_type")
+    if model_type not in FAMILIES:
+        raise ValueError(f"{path}: model_type {model_type!r} is not supported (supported: {sorted(FAMILIES)})")
+    family = FAMILIES[model_type]
+    config = model_config_from_hf(hf)
+    model = family.params_lib.create_model_from_safe_tensors(str(path), config, mesh=mesh, dtype=jnp.dtype(dtype))
     for layer in model.layers:
-        layer.attn.__class__ = ThetaAttention
-    return LoadedLM(model=model, config=config, family="llama3", path=path)
+        layer.attn.__class__ = family.theta_attention
+    return LoadedLM(model=model, config=config, family=model_type, path=path)
 
 
-def init_cache(config: llama_lib.ModelConfig, batch: int, size: int, dtype) -> dict:
+def init_cache(config, batch: int, size: int, dtype) -> dict:
     shape = (batch, size, config.num_kv_heads, config.head_dim)
     return {
         f"layer_{i}": {
@@ -104,6 +135,6 @@ def hidden_states(model: nnx.Module, tokens, positions, cache, mask):
 
 def project_logits(model: nnx.Module, h):
     """Vocabulary logits of selected hidden states only (never the whole [B, L, V] tensor unless asked)."""
-    if model.config.weight_tying:
+    if getattr(model.config, "weight_tying", False) or getattr(model.config, "use_tied_embedding", False):
         return model.embedder.decode(h)
     return model.lm_head(h)

@@ -75,18 +75,23 @@ def _pick(logits, key, temperature: float, top_p: float):
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@partial(jax.jit, static_argnames=("graphdef", "max_new", "temperature", "top_p", "cache_size"))
-def _generate(graphdef, state, tokens, valid, eos_ids, pad_id, key, *, max_new, temperature, top_p, cache_size):
+@partial(jax.jit, static_argnames=("graphdef", "max_new", "temperature", "top_p", "cache_size", "samples"))
+def _generate(graphdef, state, tokens, valid, eos_ids, pad_id, key, *, max_new, temperature, top_p, cache_size, samples):
     model = nnx.merge(graphdef, state)
-    batch, prompt_len = tokens.shape
+    n_prompts, prompt_len = tokens.shape
     dtype = model.embedder.input_embedding.value.dtype
-    cache = init_cache(model.config, batch, cache_size, dtype)
+    cache = init_cache(model.config, n_prompts, cache_size, dtype)
     positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
-    key_valid = jnp.zeros((batch, cache_size), bool).at[:, :prompt_len].set(valid)
+    key_valid = jnp.zeros((n_prompts, cache_size), bool).at[:, :prompt_len].set(valid)
     causal = jnp.arange(prompt_len)[:, None] >= jnp.arange(cache_size)[None, :]
     prefill_mask = causal[None] & key_valid[:, None, :]
     h, cache = hidden_states(model, tokens, positions, cache, prefill_mask)
     logits = project_logits(model, h[:, -1:, :])[:, 0]
+    # Each prompt is prefilled once; its KV cache is then shared by its `samples` continuations.
+    cache, logits, positions, key_valid = jax.tree.map(
+        lambda x: jnp.repeat(x, samples, axis=0), (cache, logits, positions, key_valid)
+    )
+    batch = n_prompts * samples
     first = _pick(logits, jax.random.fold_in(key, 0), temperature, top_p)
 
     def cond(carry):
@@ -128,7 +133,9 @@ class Sampler:
         spec = PartitionSpec(axis) if x.shape[0] % self.mesh.shape[axis] == 0 else PartitionSpec()
         return jax.device_put(x, NamedSharding(self.mesh, spec))
 
-    def generate(self, prompts: list[list[int]], config: SamplingConfig) -> Generation:
+    def generate(self, prompts: list[list[int]], config: SamplingConfig, samples: int = 1) -> Generation:
+        """Continuations of each prompt; with `samples` > 1, rows come prompt-major (p0s0, p0s1, ..., p1s0, ...)
+        and each prompt's prefill is computed once and shared by its samples (GRPO's G rollouts)."""
         if not prompts:
             return Generation([], [], 0.0)
         started = time.perf_counter()
@@ -151,6 +158,7 @@ class Sampler:
             temperature=float(config.temperature),
             top_p=float(config.top_p),
             cache_size=cache_size,
+            samples=samples,
         )
         out = np.asarray(out)
         eos = set(np.asarray(self.eos_ids).tolist())
@@ -164,7 +172,7 @@ class Sampler:
             results.append(kept)
         return Generation(
             tokens=results,
-            prompt_tokens=[len(p) for p in prompts],
+            prompt_tokens=[len(p) for p in prompts for _ in range(samples)],
             seconds=time.perf_counter() - started,
             stats={"padded_prompt_len": width, "cache_size": cache_size, "decode_steps": int(steps)},
         )
