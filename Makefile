@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 DOMAINS ?= ml-1m
 
-.PHONY: setup run test dev clean
+.PHONY: setup run test dev clean chromium
 
 setup: $(STAMP)
 
@@ -23,8 +23,13 @@ $(DAGSTER_HOME)/dagster.yaml:
 run: setup $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -W ignore -m jobs.default_run --domains $(DOMAINS)
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest -q -rs
+
+# Debian's Chromium for the UI test (needs root, as on CI); without it that one test reports a skip.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the UI test will be skipped"
 
 dev: setup $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml

@@ -1,7 +1,17 @@
 """Raw domain files -> interactions/items -> filtered histories -> candidate sets (METHOD §1)."""
 
 import pandas as pd
-from dagster import AssetCheckSpec, AssetExecutionContext, AssetOut, Failure, asset, multi_asset
+from dagster import (
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetOut,
+    DataVersion,
+    DataVersionsByPartition,
+    Failure,
+    asset,
+    multi_asset,
+    observable_source_asset,
+)
 
 from assets._common import PARTITIONED, TABLE_OUT, check_result, table_output, typed
 from profilekit.checks import candidate_violations, history_length_violations
@@ -9,9 +19,23 @@ from profilekit.domains import load_registry
 from profilekit.protocol import CatalogTooSmallError, filter_histories, sample_candidates
 from profilekit.readers import DataError, read_domain
 from profilekit.schemas import candidate_sets_schema, filtered_histories_schema, interactions_schema, items_schema
-from profilekit.sources import SourceError
+from profilekit.sources import SourceError, source_fingerprint
 from resources.model_store import LocalModelStore
 from resources.protocol import ProtocolResource
+
+@observable_source_asset(partitions_def=PARTITIONED["partitions_def"], group_name="data", required_resource_keys={"model_store"})
+def raw_domain_files(context) -> DataVersionsByPartition:
+    """The raw files behind each domain; observing them records a content hash per domain, so a changed file
+    re-runs that domain's chain and nothing else."""
+    registry, cache = load_registry(), context.resources.model_store.source_cache
+    versions = {}
+    for domain in registry:
+        try:
+            versions[domain] = DataVersion(source_fingerprint(registry[domain], cache))
+        except SourceError as exc:
+            context.log.warning(f"domain {domain!r} not observable: {exc}")
+    return DataVersionsByPartition(versions)
+
 
 @multi_asset(
     outs={
@@ -19,6 +43,7 @@ from resources.protocol import ProtocolResource
         "items": AssetOut(**TABLE_OUT, code_version="1", **typed(items_schema), group_name="data"),
     },
     partitions_def=PARTITIONED["partitions_def"],
+    deps=[raw_domain_files],
 )
 def domain_tables(context: AssetExecutionContext, model_store: LocalModelStore):
     """Read one domain's raw files (wheel or local directory); skipped lines are counted per reason."""
