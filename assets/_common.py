@@ -18,6 +18,8 @@ TABLE_OUT = {
     "io_manager_key": "warehouse",
 }
 PARTITIONED = {**TABLE_OUT, "partitions_def": domain_partitions}
+# Steps that run the profiler or judge LLM; the executor runs at most one of them at a time.
+LLM_HEAVY = {"profilekit/llm": "heavy"}
 
 
 def typed(schema) -> dict:

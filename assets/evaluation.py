@@ -3,7 +3,7 @@
 import pandas as pd
 from dagster import AssetExecutionContext, AssetOut, DataVersion, MaterializeResult, MetadataValue, asset, multi_asset
 
-from assets._common import TABLE_OUT, table_output, typed
+from assets._common import LLM_HEAVY, TABLE_OUT, table_output, typed
 from orchestration.automation import on_upstream_data_change
 from orchestration.partitions import domain_partitions
 from profilekit.contexts import history_contexts, profile_contexts
@@ -93,6 +93,7 @@ def recommendation_eval(
         "qa_metrics": AssetOut(**TABLE_OUT, code_version="1", **typed(qa_metrics_schema), group_name="evaluation"),
     },
     partitions_def=domain_partitions,
+    op_tags=LLM_HEAVY,
 )
 def qa_eval(
     filtered_histories: pd.DataFrame,

@@ -3,7 +3,7 @@
 import pandas as pd
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
-from assets._common import PARTITIONED, table_output, typed
+from assets._common import LLM_HEAVY, PARTITIONED, table_output, typed
 from orchestration.automation import on_upstream_data_change
 from profilekit.llm.export import dir_content_hash, export_gguf_to_hf, packaged_gguf
 from profilekit.profiler import generate_profiles
@@ -29,7 +29,14 @@ def profiler_base_weights(profiler_llm: ProfilerLLMResource, model_store: LocalM
     )
 
 
-@asset(**PARTITIONED, code_version="1", group_name="profiler", deps=[profiler_base_weights], **typed(profiles_schema))
+@asset(
+    **PARTITIONED,
+    code_version="1",
+    group_name="profiler",
+    deps=[profiler_base_weights],
+    op_tags=LLM_HEAVY,
+    **typed(profiles_schema),
+)
 def base_profiles(
     context: AssetExecutionContext,
     filtered_histories: pd.DataFrame,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, load_assets_from_modules
+from dagster import Definitions, load_assets_from_modules, multiprocess_executor
 
 from assets import data, evaluation, profiles
 from jobs.pipelines import default_graph_job
@@ -12,4 +12,8 @@ defs = Definitions(
     assets=load_assets_from_modules([data, profiles, evaluation]),
     jobs=[default_graph_job],
     resources=local_resources(),
+    # One DuckDB file and 2 CPU cores: at most two steps at once, and one LLM-heavy step at a time.
+    executor=multiprocess_executor.configured(
+        {"max_concurrent": 2, "tag_concurrency_limits": [{"key": "profilekit/llm", "value": "heavy", "limit": 1}]}
+    ),
 )

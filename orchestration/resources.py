@@ -15,7 +15,7 @@ from resources.warehouse import duckdb_warehouse
 # Test users per domain that the evaluation assets profile and score on these 2-core CPUs (the paper: ~1,200),
 # and how many of them the QA judge is asked about.
 LOCAL_MAX_EVAL_USERS = 100
-LOCAL_MAX_QA_USERS = 50
+LOCAL_MAX_QA_USERS = 25
 
 
 def local_resources() -> dict:
