@@ -10,6 +10,7 @@ from profilekit.contexts import history_contexts, profile_contexts
 from profilekit.embedder import EmbeddingCache
 from profilekit.evaluation import score_contexts, summarize
 from profilekit.protocol import eval_users
+from profilekit.profiler import GenerationCache
 from profilekit.qa import answer_questions, question_sets, summarize_qa
 from profilekit.schemas import qa_example_scores_schema, qa_metrics_schema, rec_example_scores_schema, rec_metrics_schema
 from profilekit.vectors import load_item_vectors, save_item_vectors
@@ -117,7 +118,9 @@ def qa_eval(
         ignore_index=True,
     )
     questions = question_sets(examples, candidate_sets, items, proto.seed)
-    scores = answer_questions(judge, contexts, questions, judge_llm.sampling(), float(interactions["rating"].mean()))
+    cache = GenerationCache(model_store.generation_cache, judge.version)
+    rating_fallback = float(interactions["rating"].mean())
+    scores = answer_questions(judge, contexts, questions, judge_llm.sampling(), rating_fallback, cache)
     metrics = summarize_qa(scores)
     yield table_output(scores, "qa_example_scores", judge_version=judge.version)
     yield table_output(metrics, "qa_metrics", summary=_md(metrics))

@@ -6,7 +6,7 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Metad
 from assets._common import LLM_HEAVY, PARTITIONED, table_output, typed
 from orchestration.automation import on_upstream_data_change
 from profilekit.llm.export import dir_content_hash, export_gguf_to_hf, packaged_gguf
-from profilekit.profiler import generate_profiles
+from profilekit.profiler import GenerationCache, generate_profiles
 from profilekit.prompts import PROMPT_VERSION
 from profilekit.protocol import eval_users
 from profilekit.schemas import profiles_schema
@@ -45,18 +45,23 @@ def base_profiles(
     model_store: LocalModelStore,
     protocol: ProtocolResource,
 ):
-    """Zero-shot profiles of the evaluated test users (temperature 0.7), with token counts and seconds."""
+    """Zero-shot profiles of the evaluated test users (temperature 0.7), with token counts and seconds; only
+    users whose prompt changed since an earlier run are generated again (the nightly refresh relies on it)."""
     users = set(eval_users(filtered_histories, protocol.get()))
     examples = filtered_histories[(filtered_histories["split"] == "test") & filtered_histories["user_id"].isin(users)]
     chat = profiler_llm.chat(model_store)
-    profiles = generate_profiles(chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling())
+    cache = GenerationCache(model_store.generation_cache, chat.version)
+    profiles, generated_now = generate_profiles(
+        chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache
+    )
     profiles = profiles.assign(
         method="Base", model_version=chat.version, prompt_version=PROMPT_VERSION
     )
-    context.log.info(f"{len(profiles)} profiles, {profiles['seconds'].sum():.1f} s")
+    context.log.info(f"{len(profiles)} profiles, {generated_now} generated now, the rest unchanged (cached)")
     yield table_output(
         profiles,
         users=len(profiles),
+        generated_now=generated_now,
         mean_profile_tokens=float(profiles["profile_tokens"].mean()),
         seconds_per_user=float(profiles["seconds"].mean()),
         empty_profiles=int((profiles["profile"].str.strip() == "").sum()),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,37 @@ class GeneratedTexts:
     texts: list[str]
     prompt_tokens: list[int]
     completion_tokens: list[int]
-    seconds: list[float]  # per text: its batch's wall time split evenly over the batch
+    seconds: list[float]  # per text: its batch's wall time split evenly over the batch (when it was generated)
+    generated_now: int = 0  # the rest came from the cache
+
+
+class GenerationCache:
+    """Generated texts keyed by (model version, sampling config, prompt token ids), in append-only JSON shards.
+
+    A nightly refresh re-materializes a domain's profiles, but only prompts that changed (a user with new
+    interactions) reach the model; re-running the same night generates nothing and returns identical texts.
+    """
+
+    def __init__(self, root: Path | str, model_version: str):
+        self.dir = Path(root) / model_version
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(prompt: list[int], config: SamplingConfig) -> str:
+        payload = json.dumps([asdict(config), prompt], sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:32]
+
+    def load(self) -> dict[str, dict]:
+        table: dict[str, dict] = {}
+        for shard in sorted(self.dir.glob("*.json")):
+            table.update(json.loads(shard.read_text()))
+        return table
+
+    def add(self, entries: dict[str, dict]) -> None:
+        if entries:
+            tmp = self.dir / f".{uuid.uuid4().hex}.json"
+            tmp.write_text(json.dumps(entries))
+            tmp.rename(self.dir / f"{uuid.uuid4().hex}.json")
 
 
 class ChatLM:
@@ -50,11 +83,22 @@ class ChatLM:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
-    def generate(self, conversations: list[list[dict]], config: SamplingConfig) -> GeneratedTexts:
-        """Answers in input order; prompts are batched by length so padding stays small."""
+    def generate(
+        self, conversations: list[list[dict]], config: SamplingConfig, cache: GenerationCache | None = None
+    ) -> GeneratedTexts:
+        """Answers in input order; prompts are batched by length so padding stays small. With a cache, prompts
+        answered before (same model, sampling config and tokens) are not generated again."""
         prompts = [self.encode_chat(m) for m in conversations]
-        order = np.argsort([len(p) for p in prompts], kind="stable")
         texts, completion, seconds = [""] * len(prompts), [0] * len(prompts), [0.0] * len(prompts)
+        keys = [GenerationCache.key(p, config) for p in prompts]
+        known = cache.load() if cache is not None else {}
+        todo = []
+        for i, k in enumerate(keys):
+            if k in known:
+                texts[i], completion[i], seconds[i] = known[k]["text"], known[k]["tokens"], known[k]["seconds"]
+            else:
+                todo.append(i)
+        order = [todo[j] for j in np.argsort([len(prompts[i]) for i in todo], kind="stable")]
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             started = time.perf_counter()
@@ -64,7 +108,9 @@ class ChatLM:
                 texts[i] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
                 completion[i] = len(toks)
                 seconds[i] = share
-        return GeneratedTexts(texts, [len(p) for p in prompts], completion, seconds)
+        if cache is not None:
+            cache.add({keys[i]: {"text": texts[i], "tokens": completion[i], "seconds": seconds[i]} for i in order})
+        return GeneratedTexts(texts, [len(p) for p in prompts], completion, seconds, generated_now=len(order))
 
 
 def _generation_eos(weights_dir: Path) -> set[int]:
@@ -87,12 +133,17 @@ def profile_conversations(examples: pd.DataFrame, items: pd.DataFrame, count_tok
 
 
 def generate_profiles(
-    chat: ChatLM, examples: pd.DataFrame, items: pd.DataFrame, history_budget: int, config: SamplingConfig
-) -> pd.DataFrame:
-    """Zero-shot profiles for the given examples (one row each)."""
+    chat: ChatLM,
+    examples: pd.DataFrame,
+    items: pd.DataFrame,
+    history_budget: int,
+    config: SamplingConfig,
+    cache: GenerationCache | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """Zero-shot profiles for the given examples (one row each), and how many were generated now."""
     conversations = profile_conversations(examples, items, chat.count_tokens, history_budget)
-    out = chat.generate(conversations, config)
-    return pd.DataFrame(
+    out = chat.generate(conversations, config, cache)
+    frame = pd.DataFrame(
         {
             "domain": examples["domain"].to_numpy(),
             "user_id": examples["user_id"].to_numpy(),
@@ -103,3 +154,4 @@ def generate_profiles(
             "seconds": out.seconds,
         }
     )
+    return frame, out.generated_now

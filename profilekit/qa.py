@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from profilekit.llm.sampler import SamplingConfig
-from profilekit.profiler import ChatLM
+from profilekit.profiler import ChatLM, GenerationCache
 from profilekit.prompts import multiple_choice_messages, parse_choice, parse_rating, rating_messages
 from profilekit.protocol import stable_user_hash
 
@@ -38,13 +38,18 @@ def question_sets(examples: pd.DataFrame, candidates: pd.DataFrame, items: pd.Da
 
 
 def answer_questions(
-    judge: ChatLM, contexts: pd.DataFrame, questions: pd.DataFrame, config: SamplingConfig, fallback_rating: float
+    judge: ChatLM,
+    contexts: pd.DataFrame,
+    questions: pd.DataFrame,
+    config: SamplingConfig,
+    fallback_rating: float,
+    cache: GenerationCache | None = None,
 ) -> pd.DataFrame:
     """Ask the judge both questions for every context row; unparseable answers are flagged and scored as
     wrong (choice) or as `fallback_rating` (the domain's mean rating)."""
     merged = contexts.merge(questions, on=["domain", "user_id", "cut"], how="inner", validate="many_to_one")
-    mc = judge.generate([multiple_choice_messages(r.text, r.options) for r in merged.itertuples()], config)
-    rating = judge.generate([rating_messages(r.text, r.target_text) for r in merged.itertuples()], config)
+    mc = judge.generate([multiple_choice_messages(r.text, r.options) for r in merged.itertuples()], config, cache)
+    rating = judge.generate([rating_messages(r.text, r.target_text) for r in merged.itertuples()], config, cache)
     choices = [parse_choice(a, opts) for a, opts in zip(mc.texts, merged["options"])]
     ratings = [parse_rating(a) for a in rating.texts]
     out = merged[["domain", "user_id", "cut", "method", "context"]].copy()

@@ -25,21 +25,11 @@ def packaged_weights_dir(store: LocalModelStore) -> Path:
     return store.path("profiler_base_weights", PACKAGED_PROFILER, "hf")
 
 
-class ProfilerLLMResource(ConfigurableResource):
-    """`weights_dir`: an HF-layout directory (llama family); empty means the packaged SmolLM2 export.
-
-    CPU defaults; the paper's values: max prompt and completion 2048 tokens, inference temperature 0.7.
-    """
-
+class _ChatLLMResource(ConfigurableResource):
     compute: ComputeResource
     weights_dir: str = ""
     dtype: str = "float32"
     batch_size: int = 8
-    history_budget_tokens: int = 512
-    max_new_tokens: int = 128
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int = 0
 
     def resolve_weights(self, store: LocalModelStore) -> Path:
         return Path(self.weights_dir) if self.weights_dir else packaged_weights_dir(store)
@@ -47,23 +37,28 @@ class ProfilerLLMResource(ConfigurableResource):
     def chat(self, store: LocalModelStore) -> ChatLM:
         return _chat(str(self.resolve_weights(store)), self.dtype, self.compute.mesh(), self.batch_size)
 
+
+class ProfilerLLMResource(_ChatLLMResource):
+    """`weights_dir`: an HF-layout directory (llama or qwen3 family); empty means the packaged SmolLM2 export.
+
+    CPU defaults; the paper's values: max prompt and completion 2048 tokens, inference temperature 0.7.
+    """
+
+    history_budget_tokens: int = 512
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed, prompt_bucket=128)
 
 
-class JudgeLLMResource(ConfigurableResource):
+class JudgeLLMResource(_ChatLLMResource):
     """The QA judge; greedy (temperature 0) as in the paper. Empty `weights_dir`: the packaged SmolLM2."""
 
-    compute: ComputeResource
-    weights_dir: str = ""
-    dtype: str = "float32"
-    batch_size: int = 8
     context_budget_tokens: int = 512
     max_new_tokens: int = 8
-
-    def chat(self, store: LocalModelStore) -> ChatLM:
-        weights = Path(self.weights_dir) if self.weights_dir else packaged_weights_dir(store)
-        return _chat(str(weights), self.dtype, self.compute.mesh(), self.batch_size)
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.max_new_tokens, temperature=0.0, top_p=1.0, seed=0, prompt_bucket=128)

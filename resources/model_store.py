@@ -27,3 +27,7 @@ class LocalModelStore(ConfigurableResource):
     @property
     def embedding_cache(self) -> Path:
         return Path(self.root) / "embedding_cache"
+
+    @property
+    def generation_cache(self) -> Path:
+        return Path(self.root) / "generation_cache"

@@ -11,7 +11,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / ".data" / "test"
 # Downloaded wheels are kept between test sessions; everything else starts empty.
-for stale in ("warehouse.duckdb", "store/embedding_cache", "store/item_embeddings", "fixtures"):
+for stale in (
+    "warehouse.duckdb", "store/embedding_cache", "store/generation_cache", "store/item_embeddings", "fixtures"
+):
     target = TEST_DATA / stale
     if target.is_dir():
         shutil.rmtree(target)
@@ -22,12 +24,14 @@ TEST_DATA.mkdir(parents=True, exist_ok=True)
 from tests.native_files import write_amazon_domain  # noqa: E402
 
 FIXTURE_AMAZON = write_amazon_domain(TEST_DATA / "fixtures" / "amazon-fixture")
+REFRESH_AMAZON = write_amazon_domain(TEST_DATA / "fixtures" / "refresh-fixture", seed=1, gz=False)
 BROKEN_AMAZON = TEST_DATA / "fixtures" / "broken-fixture"
 BROKEN_AMAZON.mkdir(parents=True)
 (BROKEN_AMAZON / "Books.jsonl").write_text("{not json\n")
 (BROKEN_AMAZON / "meta_Books.jsonl").write_text('{"parent_asin": "B1", "title": "A Book"}\n')
 _registry = yaml.safe_load((ROOT / "domains.yaml").read_text())
 _registry["domains"]["amazon-fixture"] = {"format": "amazon2023", "path": str(FIXTURE_AMAZON)}
+_registry["domains"]["refresh-fixture"] = {"format": "amazon2023", "path": str(REFRESH_AMAZON)}
 _registry["domains"]["broken-fixture"] = {"format": "amazon2023", "path": str(BROKEN_AMAZON)}
 (TEST_DATA / "domains.yaml").write_text(yaml.safe_dump(_registry))
 
