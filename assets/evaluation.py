@@ -9,6 +9,7 @@ from orchestration.partitions import domain_partitions
 from profilekit.contexts import history_contexts, profile_contexts
 from profilekit.embedder import EmbeddingCache
 from profilekit.evaluation import score_contexts, summarize
+from profilekit.plots import grouped_bars_png, markdown_image
 from profilekit.protocol import eval_users
 from profilekit.profiler import GenerationCache
 from profilekit.qa import answer_questions, question_sets, summarize_qa
@@ -85,7 +86,8 @@ def recommendation_eval(
     scores = score_contexts(contexts, candidate_sets, item_vectors, model, cache)
     metrics = summarize(scores)
     yield table_output(scores, "rec_example_scores", evaluated_users=examples["user_id"].nunique())
-    yield table_output(metrics, "rec_metrics", summary=_md(metrics))
+    chart = markdown_image(grouped_bars_png(metrics, "ndcg10", "NDCG@10 by context"), "NDCG@10")
+    yield table_output(metrics, "rec_metrics", summary=_md(metrics), chart=MetadataValue.md(chart))
 
 
 @multi_asset(
@@ -123,4 +125,5 @@ def qa_eval(
     scores = answer_questions(judge, contexts, questions, judge_llm.sampling(), rating_fallback, cache)
     metrics = summarize_qa(scores)
     yield table_output(scores, "qa_example_scores", judge_version=judge.version)
-    yield table_output(metrics, "qa_metrics", summary=_md(metrics))
+    chart = markdown_image(grouped_bars_png(metrics, "mc_accuracy", "next-item MC accuracy by context"), "MC accuracy")
+    yield table_output(metrics, "qa_metrics", summary=_md(metrics), chart=MetadataValue.md(chart))

@@ -23,7 +23,7 @@ def tiny_dir():
     return write_tiny_lm(TEST_DATA / "tiny-llama", "llama")
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen3"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3"])
 def tiny_family_dir(request):
     return write_tiny_lm(TEST_DATA / f"tiny-{request.param}-theta50k", request.param, rope_theta=50_000.0)
 
@@ -69,8 +69,8 @@ def _greedy_without_cache(lm, ids, n):
     return ids[-n:]
 
 
-def test_cached_left_padded_greedy_equals_uncached_decoding(tiny_dir):
-    lm = load_lm(tiny_dir)
+def test_cached_left_padded_greedy_equals_uncached_decoding(tiny_family_dir):
+    lm = load_lm(tiny_family_dir)
     sampler = Sampler(lm, eos_ids=[255], pad_id=0)
     prompts = [[5, 17, 42, 9, 100, 3, 77], [8, 8, 200]]  # different lengths: left padding must not leak
     out = sampler.generate(prompts, SamplingConfig(max_new_tokens=12, temperature=0.0, prompt_bucket=16))

@@ -51,3 +51,19 @@ def test_all_h_truncates_whole_events_from_the_oldest_side():
     assert fit_lines_to_budget(lines, 10_000, count) == lines
     assert fit_lines_to_budget(lines, 1, count) == ["[Movie 9 | 4]"]  # never empty: keep the newest event
     assert recent_history_text(lines, 2) == "[Movie 8 | 4], [Movie 9 | 4]"
+
+
+def test_metric_chart_is_a_png_markdown_image():
+    import base64
+
+    import pandas as pd
+
+    from profilekit.plots import grouped_bars_png, markdown_image
+
+    table = pd.DataFrame(
+        {"domain": ["d", "d"], "method": ["history", "Base"], "context": ["10-H", "P"], "ndcg10": [0.1, 0.2]}
+    )
+    png = grouped_bars_png(table, "ndcg10", "NDCG@10")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    md = markdown_image(png, "NDCG@10")
+    assert md.startswith("![NDCG@10](data:image/png;base64,") and base64.b64decode(md.split(",", 1)[1][:-1]) == png

@@ -7,14 +7,25 @@ from pathlib import Path
 
 def write_tiny_lm(directory: Path, family: str = "llama", rope_theta: float = 100_000.0, tied: bool = True,
                   seed: int = 0) -> Path:
-    """`family`: llama or qwen3 (both in tunix); a non-default RoPE theta exercises the theta fix."""
+    """`family`: llama, qwen2 or qwen3 (all in tunix); a non-default RoPE theta exercises the theta fix."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
     if (directory / "config.json").exists():
         return directory
     torch.manual_seed(seed)
-    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen3": (Qwen3Config, Qwen3ForCausalLM)}[family]
+    config_cls, model_cls = {
+        "llama": (LlamaConfig, LlamaForCausalLM),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+        "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    }[family]
     config = config_cls(
         vocab_size=256,
         hidden_size=64,

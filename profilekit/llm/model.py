@@ -1,6 +1,6 @@
 """Load an HF-layout checkpoint into tunix's JAX model family and run its forward pass without full logits.
 
-Families: llama (tunix llama3) and qwen3. Trap of tunix 0.1.7 handled here (measured, see DATA.md): attention
+Families: llama (tunix llama3), qwen2 and qwen3. Trap of tunix 0.1.7 handled here (measured, see DATA.md): attention
 ignores the configured RoPE theta (always 1e6; SmolLM2 needs 1e5).
 """
 
@@ -16,6 +16,8 @@ import jax.numpy as jnp
 from flax import nnx
 from tunix.models.llama3 import model as llama_lib
 from tunix.models.llama3 import params as llama_params
+from tunix.models.qwen2 import model as qwen2_lib
+from tunix.models.qwen2 import params as qwen2_params
 from tunix.models.qwen3 import model as qwen3_lib
 from tunix.models.qwen3 import params as qwen3_params
 
@@ -65,12 +67,14 @@ class Family:
     model_lib: object
     params_lib: object
     tie_field: str
-    theta_attention: type
+    theta_attention: type | None
 
 
-def _family(model_lib, params_lib, tie_field: str) -> Family:
-    # tunix 0.1.7's attention calls apply_rope without the configured theta (always 1e6): route it through
-    # the context variable that the theta-aware attention sets.
+def _family(model_lib, params_lib, tie_field: str, theta_fix: bool = True) -> Family:
+    if not theta_fix:
+        return Family(model_lib, params_lib, tie_field, None)
+    # tunix 0.1.7's llama3/qwen3 attention calls apply_rope without the configured theta (always 1e6): route it
+    # through the context variable that the theta-aware attention sets.
     model_lib.apply_rope = _theta_aware(model_lib.apply_rope)
     return Family(model_lib, params_lib, tie_field, _theta_attention(model_lib.Attention))
 
@@ -79,6 +83,8 @@ def _family(model_lib, params_lib, tie_field: str) -> Family:
 FAMILIES = {
     "llama": _family(llama_lib, llama_params, "weight_tying"),
     "qwen3": _family(qwen3_lib, qwen3_params, "use_tied_embedding"),
+    # qwen2 layers take sin/cos precomputed from the configured theta: no fix needed.
+    "qwen2": _family(qwen2_lib, qwen2_params, "use_tied_embedding", theta_fix=False),
 }
 
 
@@ -105,8 +111,9 @@ def load_lm(path: Path | str, dtype: str = "float32", mesh: jax.sharding.Mesh | 
     family = FAMILIES[model_type]
     config = model_config_from_hf(hf)
     model = family.params_lib.create_model_from_safe_tensors(str(path), config, mesh=mesh, dtype=jnp.dtype(dtype))
-    for layer in model.layers:
-        layer.attn.__class__ = family.theta_attention
+    if family.theta_attention is not None:
+        for layer in model.layers:
+            layer.attn.__class__ = family.theta_attention
     return LoadedLM(model=model, config=config, family=model_type, path=path)
 
 
@@ -126,8 +133,15 @@ def hidden_states(model: nnx.Module, tokens, positions, cache, mask):
     """The decoder stack up to the final norm: tunix's forward minus the vocabulary projection."""
     x = model.embedder.encode(tokens)
     new_cache = None if cache is None else {}
+    if isinstance(model, qwen2_lib.Qwen2):
+        sin, cos = qwen2_lib._generate_pos_embeddings(positions, model.config.head_dim, model.config.rope_theta)
+        rope_args = (sin.astype(x.dtype), cos.astype(x.dtype))
     for i, layer in enumerate(model.layers):
-        layer_cache, x = layer(x, positions, None if cache is None else cache[f"layer_{i}"], mask)
+        layer_cache = None if cache is None else cache[f"layer_{i}"]
+        if isinstance(model, qwen2_lib.Qwen2):
+            layer_cache, x = layer(x, layer_cache, mask, *rope_args)
+        else:
+            layer_cache, x = layer(x, positions, layer_cache, mask)
         if cache is not None:
             new_cache[f"layer_{i}"] = layer_cache
     return model.final_norm(x), new_cache

@@ -75,7 +75,9 @@ def _pick(logits, key, temperature: float, top_p: float):
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@partial(jax.jit, static_argnames=("graphdef", "max_new", "temperature", "top_p", "cache_size", "samples"))
+_STATIC = ("max_new", "temperature", "top_p", "cache_size", "samples")
+
+
 def _generate(graphdef, state, tokens, valid, eos_ids, pad_id, key, *, max_new, temperature, top_p, cache_size, samples):
     model = nnx.merge(graphdef, state)
     n_prompts, prompt_len = tokens.shape
@@ -122,6 +124,8 @@ class Sampler:
     def __init__(self, lm: LoadedLM, eos_ids: list[int], pad_id: int, mesh: jax.sharding.Mesh | None = None):
         self.lm = lm
         self.graphdef, self.state = nnx.split(lm.model)
+        # Closed over rather than a static argument: some families' graph definitions are not hashable.
+        self._generate = jax.jit(partial(_generate, self.graphdef), static_argnames=_STATIC)
         self.eos_ids = jnp.asarray(sorted(set(eos_ids)), jnp.int32)
         self.pad_id = int(pad_id)
         self.mesh = mesh
@@ -146,8 +150,7 @@ class Sampler:
             tokens[i, width - len(p):] = p
             valid[i, width - len(p):] = True
         cache_size = _round_up(width + config.max_new_tokens, config.prompt_bucket)
-        out, steps = _generate(
-            self.graphdef,
+        out, steps = self._generate(
             self.state,
             self._place(tokens),
             self._place(valid),
