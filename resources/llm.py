@@ -39,7 +39,7 @@ class _ChatLLMResource(ConfigurableResource):
 
 
 class ProfilerLLMResource(_ChatLLMResource):
-    """`weights_dir`: an HF-layout directory (llama, qwen2 or qwen3 family); empty means the packaged SmolLM2 export.
+    """`weights_dir`: an HF-layout directory (llama, qwen2, qwen3 or gemma3 family); empty means the packaged SmolLM2 export.
 
     CPU defaults; the paper's values: max prompt and completion 2048 tokens, inference temperature 0.7.
     """

@@ -7,9 +7,11 @@ from pathlib import Path
 
 def write_tiny_lm(directory: Path, family: str = "llama", rope_theta: float = 100_000.0, tied: bool = True,
                   seed: int = 0) -> Path:
-    """`family`: llama, qwen2 or qwen3 (all in tunix); a non-default RoPE theta exercises the theta fix."""
+    """`family`: llama, qwen2, qwen3 or gemma3 (all in tunix); a non-default RoPE theta exercises the theta fix."""
     import torch
     from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
         LlamaConfig,
         LlamaForCausalLM,
         Qwen2Config,
@@ -25,6 +27,7 @@ def write_tiny_lm(directory: Path, family: str = "llama", rope_theta: float = 10
         "llama": (LlamaConfig, LlamaForCausalLM),
         "qwen2": (Qwen2Config, Qwen2ForCausalLM),
         "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+        "gemma3": (Gemma3TextConfig, Gemma3ForCausalLM),
     }[family]
     config = config_cls(
         vocab_size=256,
@@ -39,6 +42,12 @@ def write_tiny_lm(directory: Path, family: str = "llama", rope_theta: float = 10
         tie_word_embeddings=tied,
         rms_norm_eps=1e-5,
     )
+    if family == "gemma3":  # six layers: five sliding-window (window 16) and one global attention layer
+        config = Gemma3TextConfig(
+            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=16,
+            max_position_embeddings=1024,
+        )
     model = model_cls(config).eval()
     with torch.no_grad():  # random init gives near-uniform logits; widen them so argmax is decisive
         for p in model.parameters():

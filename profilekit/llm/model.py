@@ -1,6 +1,6 @@
 """Load an HF-layout checkpoint into tunix's JAX model family and run its forward pass without full logits.
 
-Families: llama (tunix llama3), qwen2 and qwen3. Trap of tunix 0.1.7 handled here (measured, see DATA.md): attention
+Families: llama (tunix llama3), qwen2, qwen3 and gemma3 (text). Trap of tunix 0.1.7 handled here (measured, see DATA.md): attention
 ignores the configured RoPE theta (always 1e6; SmolLM2 needs 1e5).
 """
 
@@ -14,6 +14,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from tunix.models.gemma3 import model as gemma3_lib
+from tunix.models.gemma3 import params_safetensors as gemma3_params
 from tunix.models.llama3 import model as llama_lib
 from tunix.models.llama3 import params as llama_params
 from tunix.models.qwen2 import model as qwen2_lib
@@ -85,6 +87,8 @@ FAMILIES = {
     "qwen3": _family(qwen3_lib, qwen3_params, "use_tied_embedding"),
     # qwen2 layers take sin/cos precomputed from the configured theta: no fix needed.
     "qwen2": _family(qwen2_lib, qwen2_params, "use_tied_embedding", theta_fix=False),
+    # gemma3 (text): local/global RoPE frequencies come from its own config fields; embeddings are always tied.
+    "gemma3_text": Family(gemma3_lib, gemma3_params, "", None),
 }
 
 
@@ -96,7 +100,38 @@ class LoadedLM:
     path: Path
 
 
-def model_config_from_hf(hf: dict):
+def _gemma3_config_from_hf(hf: dict, dtype) -> gemma3_lib.ModelConfig:
+    rope = hf.get("rope_parameters") or {}
+    local = (rope.get("sliding_attention") or {}).get("rope_theta", hf.get("rope_local_base_freq", 10_000.0))
+    full = rope.get("full_attention") or {}
+    norm = gemma3_lib.QueryPreAttentionNormalisation
+    scalar = hf.get("query_pre_attn_scalar", hf["head_dim"])
+    if scalar == hf["head_dim"]:
+        query_norm = norm.BY_ONE_OVER_SQRT_HEAD_DIM
+    elif scalar == hf["hidden_size"] // hf["num_attention_heads"]:
+        query_norm = norm.BY_ONE_OVER_SQRT_EMBED_DIM_DIV_NUM_HEADS
+    else:
+        raise ValueError(f"gemma3 query_pre_attn_scalar {scalar} has no tunix equivalent")
+    return gemma3_lib.ModelConfig(
+        num_layers=hf["num_hidden_layers"],
+        num_embed=hf["vocab_size"],
+        embed_dim=hf["hidden_size"],
+        hidden_dim=hf["intermediate_size"],
+        num_heads=hf["num_attention_heads"],
+        head_dim=hf["head_dim"],
+        num_kv_heads=hf["num_key_value_heads"],
+        sliding_window_size=hf.get("sliding_window"),
+        local_base_frequency=local,
+        global_base_frequency=full.get("rope_theta", hf.get("rope_theta", 1_000_000.0)),
+        global_scale_factor=float(full.get("factor", 1.0)),
+        query_pre_attn_norm=query_norm,
+        param_dtype=dtype,
+    )
+
+
+def model_config_from_hf(hf: dict, dtype=jnp.float32):
+    if hf["model_type"] == "gemma3_text":
+        return _gemma3_config_from_hf(hf, dtype)
     family = FAMILIES[hf["model_type"]]
     return family.model_lib.ModelConfig(**_hf_common(hf), **{family.tie_field: bool(hf.get("tie_word_embeddings", False))})
 
@@ -109,7 +144,7 @@ def load_lm(path: Path | str, dtype: str = "float32", mesh: jax.sharding.Mesh | 
     if model_type not in FAMILIES:
         raise ValueError(f"{path}: model_type {model_type!r} is not supported (supported: {sorted(FAMILIES)})")
     family = FAMILIES[model_type]
-    config = model_config_from_hf(hf)
+    config = model_config_from_hf(hf, jnp.dtype(dtype))
     model = family.params_lib.create_model_from_safe_tensors(str(path), config, mesh=mesh, dtype=jnp.dtype(dtype))
     if family.theta_attention is not None:
         for layer in model.layers:
@@ -131,7 +166,10 @@ def init_cache(config, batch: int, size: int, dtype) -> dict:
 
 def hidden_states(model: nnx.Module, tokens, positions, cache, mask):
     """The decoder stack up to the final norm: tunix's forward minus the vocabulary projection."""
-    x = model.embedder.encode(tokens)
+    if isinstance(model, gemma3_lib.Gemma3):  # scales embeddings by sqrt(embed_dim)
+        x = model._encode_and_get_inputs(tokens=tokens)
+    else:
+        x = model.embedder.encode(tokens)
     new_cache = None if cache is None else {}
     if isinstance(model, qwen2_lib.Qwen2):
         sin, cos = qwen2_lib._generate_pos_embeddings(positions, model.config.head_dim, model.config.rope_theta)
@@ -149,6 +187,7 @@ def hidden_states(model: nnx.Module, tokens, positions, cache, mask):
 
 def project_logits(model: nnx.Module, h):
     """Vocabulary logits of selected hidden states only (never the whole [B, L, V] tensor unless asked)."""
-    if getattr(model.config, "weight_tying", False) or getattr(model.config, "use_tied_embedding", False):
+    tied = ("weight_tying", "use_tied_embedding")
+    if isinstance(model, gemma3_lib.Gemma3) or any(getattr(model.config, t, False) for t in tied):
         return model.embedder.decode(h)
     return model.lm_head(h)
