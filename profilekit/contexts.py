@@ -32,6 +32,11 @@ def history_contexts(
     return pd.DataFrame(rows, columns=CONTEXT_COLUMNS)
 
 
+def profile_views(recent: list[str], profiles: list[str]) -> dict[str, list[str]]:
+    """The two user texts of a profile: `P` alone and `10H+P` (recent history lines, newline, profile)."""
+    return {"P": list(profiles), "10H+P": [f"{r}\n{p}" for r, p in zip(recent, profiles)]}
+
+
 def profile_contexts(
     examples: pd.DataFrame, items: pd.DataFrame, profiles: pd.DataFrame, recent_k: int, method: str
 ) -> pd.DataFrame:
@@ -44,6 +49,7 @@ def profile_contexts(
         if profile is None:
             continue
         recent = recent_history_text(example_history_lines(ex, titles), recent_k)
-        rows.append((ex.domain, ex.user_id, ex.cut, method, "P", profile))
-        rows.append((ex.domain, ex.user_id, ex.cut, method, "10H+P", f"{recent}\n{profile}"))
+        views = profile_views([recent], [profile])
+        rows.append((ex.domain, ex.user_id, ex.cut, method, "P", views["P"][0]))
+        rows.append((ex.domain, ex.user_id, ex.cut, method, "10H+P", views["10H+P"][0]))
     return pd.DataFrame(rows, columns=CONTEXT_COLUMNS)

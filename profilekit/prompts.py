@@ -21,6 +21,11 @@ MC_INSTRUCTION = (
     "Which item will this user interact with next? Answer with the letter of one option only."
 )
 RATING_INSTRUCTION = "How would this user rate the item below, from 1 to 5? Answer with a single number only."
+QUALITY_INSTRUCTION = (
+    "Rate how well the profile above describes this user's preferences, judged against their history: "
+    "accurate, specific and useful for recommending items. Answer with a single integer from 1 (useless) to 10 "
+    "(excellent) only."
+)
 
 
 def profile_messages(history_lines: Sequence[str]) -> list[dict]:
@@ -39,6 +44,11 @@ def rating_messages(context: str, item_text: str) -> list[dict]:
     return [{"role": "user", "content": f"User: {context}\n\n{RATING_INSTRUCTION}\nItem: {item_text}\nRating:"}]
 
 
+def profile_quality_messages(history_text: str, profile: str) -> list[dict]:
+    """RLAIF's judge prompt: the user's recent history and a candidate profile, to be scored 1-10."""
+    return [{"role": "user", "content": f"History: {history_text}\n\nProfile: {profile}\n\n{QUALITY_INSTRUCTION}\nScore:"}]
+
+
 _LETTER = re.compile(r"\b([A-D])\b")
 _NUMBER = re.compile(r"(?<![\d.])([1-5](?:\.\d+)?)(?![\d.])")
 
@@ -51,6 +61,15 @@ def parse_choice(answer: str, options: Sequence[str]) -> int | None:
     lowered = answer.lower()
     hits = [i for i, text in enumerate(options) if text.lower() in lowered]
     return hits[0] if len(hits) == 1 else None
+
+
+_SCORE = re.compile(r"(?<![\d.])(10|[1-9])(?![\d])")
+
+
+def parse_score(answer: str) -> int | None:
+    """The first integer 1-10 in a judge's answer, else None."""
+    match = _SCORE.search(answer)
+    return int(match.group(1)) if match else None
 
 
 def parse_rating(answer: str) -> float | None:

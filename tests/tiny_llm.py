@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -53,4 +54,29 @@ def write_tiny_lm(directory: Path, family: str = "llama", rope_theta: float = 10
         for p in model.parameters():
             p.mul_(4.0 if p.dim() > 1 else 1.0)
     model.save_pretrained(directory)
+    return directory
+
+
+def write_tiny_chat_lm(directory: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+    """A tiny random-init llama with a real chat tokenizer (the exported SmolLM2's files, same vocabulary), so
+    ChatLM, the sampler and the GRPO trainer run end to end in seconds."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if (directory / "config.json").exists():
+        return directory
+    torch.manual_seed(seed)
+    vocab = json.loads((tokenizer_dir / "config.json").read_text())["vocab_size"]
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=2048, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "default", "rope_theta": 100_000.0}, rms_norm_eps=1e-5,
+        eos_token_id=json.loads((tokenizer_dir / "config.json").read_text()).get("eos_token_id"),
+    )
+    LlamaForCausalLM(config).save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        if (tokenizer_dir / name).exists():
+            shutil.copy(tokenizer_dir / name, directory / name)
     return directory

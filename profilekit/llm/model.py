@@ -164,25 +164,63 @@ def init_cache(config, batch: int, size: int, dtype) -> dict:
     }
 
 
+def _embed(model: nnx.Module, tokens):
+    if isinstance(model, gemma3_lib.Gemma3):  # scales embeddings by sqrt(embed_dim)
+        return model._encode_and_get_inputs(tokens=tokens)
+    return model.embedder.encode(tokens)
+
+
+def _rope_args(model: nnx.Module, positions, dtype):
+    """qwen2 layers take sin/cos precomputed from the configured theta instead of positions."""
+    if not isinstance(model, qwen2_lib.Qwen2):
+        return None
+    sin, cos = qwen2_lib._generate_pos_embeddings(positions, model.config.head_dim, model.config.rope_theta)
+    return sin.astype(dtype), cos.astype(dtype)
+
+
+def _layer_call(layer, x, positions, cache, mask, rope_args):
+    if rope_args is not None:
+        return layer(x, cache, mask, *rope_args)
+    return layer(x, positions, cache, mask)
+
+
 def hidden_states(model: nnx.Module, tokens, positions, cache, mask):
     """The decoder stack up to the final norm: tunix's forward minus the vocabulary projection."""
-    if isinstance(model, gemma3_lib.Gemma3):  # scales embeddings by sqrt(embed_dim)
-        x = model._encode_and_get_inputs(tokens=tokens)
-    else:
-        x = model.embedder.encode(tokens)
+    x = _embed(model, tokens)
+    rope_args = _rope_args(model, positions, x.dtype)
     new_cache = None if cache is None else {}
-    if isinstance(model, qwen2_lib.Qwen2):
-        sin, cos = qwen2_lib._generate_pos_embeddings(positions, model.config.head_dim, model.config.rope_theta)
-        rope_args = (sin.astype(x.dtype), cos.astype(x.dtype))
     for i, layer in enumerate(model.layers):
         layer_cache = None if cache is None else cache[f"layer_{i}"]
-        if isinstance(model, qwen2_lib.Qwen2):
-            layer_cache, x = layer(x, layer_cache, mask, *rope_args)
-        else:
-            layer_cache, x = layer(x, positions, layer_cache, mask)
+        layer_cache, x = _layer_call(layer, x, positions, layer_cache, mask, rope_args)
         if cache is not None:
             new_cache[f"layer_{i}"] = layer_cache
     return model.final_norm(x), new_cache
+
+
+def scanned_hidden_states(model: nnx.Module, tokens, positions, stacked_cache, mask):
+    """`hidden_states` for training: the (identical) layers run as one `lax.scan` over their stacked parameters,
+    each step rematerialised, so the backward pass keeps one layer input per layer instead of every
+    intermediate (measured on SmolLM2, 4 x 320 tokens: 3.1 GB -> 1.0 GB of XLA temporaries; a remat of each
+    layer in a Python loop saved nothing on XLA:CPU). `stacked_cache` holds every layer's cache on a leading
+    axis. Not for gemma3, whose sliding-window and global layers differ."""
+    x = _embed(model, tokens)
+    rope_args = _rope_args(model, positions, x.dtype)
+    layer_def, _ = nnx.split(model.layers[0])
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(layer) for layer in model.layers])
+
+    @jax.checkpoint
+    def body(x, scanned):
+        state, layer_cache = scanned
+        layer_cache, x = _layer_call(nnx.merge(layer_def, state), x, positions, layer_cache, mask, rope_args)
+        return x, layer_cache
+
+    x, new_cache = jax.lax.scan(body, x, (stacked, stacked_cache))
+    return model.final_norm(x), new_cache
+
+
+def stack_cache(cache: dict) -> dict:
+    """Per-layer caches ({"layer_i": {...}}) as one tree with a leading layer axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *[cache[f"layer_{i}"] for i in range(len(cache))])
 
 
 def project_logits(model: nnx.Module, h):

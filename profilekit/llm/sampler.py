@@ -36,6 +36,7 @@ class Generation:
     prompt_tokens: list[int]
     seconds: float
     stats: dict = field(default_factory=dict)
+    stops: list[int | None] = field(default_factory=list)  # the EOS token that ended each row (None: length)
 
 
 def _round_up(n: int, m: int) -> int:
@@ -123,12 +124,19 @@ class Sampler:
 
     def __init__(self, lm: LoadedLM, eos_ids: list[int], pad_id: int, mesh: jax.sharding.Mesh | None = None):
         self.lm = lm
-        self.graphdef, self.state = nnx.split(lm.model)
-        # Closed over rather than a static argument: some families' graph definitions are not hashable.
-        self._generate = jax.jit(partial(_generate, self.graphdef), static_argnames=_STATIC)
+        self.reload_weights(rebuild=True)
         self.eos_ids = jnp.asarray(sorted(set(eos_ids)), jnp.int32)
         self.pad_id = int(pad_id)
         self.mesh = mesh
+
+    def reload_weights(self, rebuild: bool = False) -> None:
+        """Pick up the model's current parameters (after a training step); `rebuild` also re-traces."""
+        if rebuild:
+            self.graphdef, self.state = nnx.split(self.lm.model)
+            # Closed over rather than a static argument: some families' graph definitions are not hashable.
+            self._generate = jax.jit(partial(_generate, self.graphdef), static_argnames=_STATIC)
+        else:
+            self.state = nnx.state(self.lm.model)
 
     def _place(self, x: np.ndarray):
         if self.mesh is None:
@@ -165,17 +173,20 @@ class Sampler:
         )
         out = np.asarray(out)
         eos = set(np.asarray(self.eos_ids).tolist())
-        results = []
+        results, stops = [], []
         for row in out:
-            kept = []
+            kept, stop = [], None
             for t in row.tolist():
                 if t in eos or t == self.pad_id:
+                    stop = t if t in eos else None
                     break
                 kept.append(t)
             results.append(kept)
+            stops.append(stop)
         return Generation(
             tokens=results,
             prompt_tokens=[len(p) for p in prompts for _ in range(samples)],
             seconds=time.perf_counter() - started,
             stats={"padded_prompt_len": width, "cache_size": cache_size, "decode_steps": int(steps)},
+            stops=stops,
         )

@@ -1,0 +1,177 @@
+"""One GRPO update of the profiler in JAX + optax, computing tunix's objective without its avoidable work.
+
+The objective is tunix's `grpo_loss_fn` with one update per batch (so π_old = π_θ, ratio 1 with the PPO
+gradient), k3 KL to the reference (`low_var_kl`), log-ratio clamped to ±20, and "sequence-mean-token-mean"
+aggregation (tokens of a rollout averaged, then rollouts). What differs is only how it is computed:
+
+- each prompt is prefilled once and its KV cache shared by its G rollouts (tunix re-runs the left-padded prompt
+  for every rollout in the reference, old-policy and training passes);
+- no old-policy pass: with one update per batch its log-probs equal the current ones under stop_gradient;
+- log-probs of the sampled tokens come from chunks of hidden states (rematerialised in the backward pass), so
+  the [rollouts, tokens, vocabulary] logits tensor never exists;
+- the layers run as a rematerialised `lax.scan`, so activations of the 30-layer model stay small.
+
+`tests/test_grpo.py` checks loss and gradients against tunix's `grpo_loss_fn` on a tiny model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from tunix.models.gemma3 import model as gemma3_lib
+
+from profilekit.llm.model import hidden_states, init_cache, project_logits, scanned_hidden_states, stack_cache
+
+LOG_RATIO_CLAMP = 20.0
+
+
+def _logps_of_tokens(model, hidden, tokens, chunk: int, temperature: float):
+    """log π(token) at every position, from [N, T, D] hidden states, `chunk` positions at a time; logits are
+    divided by the rollout temperature, as tunix does, so π is the distribution the rollouts were drawn from."""
+    n, t, d = hidden.shape
+    chunk = max(1, min(chunk, t))
+    pad = (-t) % chunk
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    tokens = jnp.pad(tokens, ((0, 0), (0, pad)))
+    hs = hidden.reshape(n, -1, chunk, d).swapaxes(0, 1)
+    ts = tokens.reshape(n, -1, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def one(h, tok):
+        logits = project_logits(model, h).astype(jnp.float32) / temperature
+        picked = jnp.take_along_axis(logits, tok[..., None], axis=-1)[..., 0]
+        return picked - jax.nn.logsumexp(logits, axis=-1)
+
+    out = jax.lax.map(lambda xs: one(*xs), (hs, ts))
+    return out.swapaxes(0, 1).reshape(n, -1)[:, :t]
+
+
+def _unshared_logps(model, prompt, prompt_valid, completion, *, samples, chunk, temperature):
+    """Prompt + completion of every rollout in one uncached pass, as tunix computes it."""
+    prompt, prompt_valid = jnp.repeat(prompt, samples, axis=0), jnp.repeat(prompt_valid, samples, axis=0)
+    w, t = prompt.shape[1], completion.shape[1]
+    valid = jnp.concatenate([prompt_valid, jnp.ones(completion.shape, bool)], axis=1)
+    positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
+    causal = jnp.tril(jnp.ones((w + t, w + t), bool))
+    h, _ = hidden_states(model, jnp.concatenate([prompt, completion], axis=1), positions, None, causal[None] & valid[:, None, :])
+    return _logps_of_tokens(model, h[:, w - 1 : w + t - 1], completion, chunk, temperature)
+
+
+def completion_logps(model, prompt, prompt_valid, completion, *, samples: int, chunk: int = 32, temperature: float = 1.0):
+    """Per-token log-probs [B·G, T] of completions [B·G, T] (prompt-major rows) given left-padded prompts
+    [B, W]; each prompt's prefill is computed once and its cache repeated for its `samples` rollouts.
+
+    gemma3 falls back to one uncached pass per rollout: tunix's sliding-window layers place a multi-token input
+    at cache index 0, so a continuation against a prefilled cache would get the wrong window."""
+    if isinstance(model, gemma3_lib.Gemma3):
+        return _unshared_logps(model, prompt, prompt_valid, completion, samples=samples, chunk=chunk, temperature=temperature)
+    b, w = prompt.shape
+    n, t = completion.shape
+    dtype = model.embedder.input_embedding.value.dtype
+    cache = stack_cache(init_cache(model.config, b, w + t, dtype))
+    positions = jnp.maximum(jnp.cumsum(prompt_valid, axis=1) - 1, 0).astype(jnp.int32)
+    key_valid = jnp.zeros((b, w + t), bool).at[:, :w].set(prompt_valid)
+    causal = jnp.arange(w)[:, None] >= jnp.arange(w + t)[None, :]
+    h, cache = scanned_hidden_states(model, prompt, positions, cache, causal[None] & key_valid[:, None, :])
+    last = jnp.repeat(h[:, -1:, :], samples, axis=0)  # predicts completion token 0
+    if t == 1:
+        return _logps_of_tokens(model, last, completion, chunk, temperature)
+    cache = jax.tree.map(lambda x: jnp.repeat(x, samples, axis=1), cache)  # axis 0 is the layer
+    key_valid = jnp.repeat(key_valid, samples, axis=0)
+    n_prompt = jnp.repeat(prompt_valid.sum(axis=1), samples)
+    comp_pos = (n_prompt[:, None] + jnp.arange(t - 1)[None, :]).astype(jnp.int32)
+    keys = jnp.arange(w + t)
+    own = (keys[None, :] >= w) & (keys[None, :] - w <= jnp.arange(t - 1)[:, None])  # [T-1, W+T] causal part
+    mask = key_valid[:, None, :] | own[None]
+    hc, _ = scanned_hidden_states(model, completion[:, :-1], comp_pos, cache, mask)
+    return _logps_of_tokens(model, jnp.concatenate([last, hc], axis=1), completion, chunk, temperature)
+
+
+def _seq_mean_token_mean(per_token, mask):
+    per_seq = (per_token * mask).sum(axis=-1) / jnp.clip(mask.sum(axis=-1), min=1)
+    return per_seq.sum() / jnp.clip((mask.sum(axis=-1) > 0).sum(), min=1)
+
+
+def grpo_loss(logps, ref_logps, advantages, mask, *, epsilon: float, beta: float):
+    """PPO-clipped policy loss + β·k3 KL, aggregated like tunix ("sequence-mean-token-mean")."""
+    mask = mask.astype(jnp.float32)
+    log_ratio = jnp.clip(logps - jax.lax.stop_gradient(logps), -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = jnp.exp(log_ratio)
+    adv = advantages[:, None].astype(jnp.float32)
+    pg1 = -adv * ratio
+    pg2 = -adv * jnp.clip(ratio, 1 - epsilon, 1 + epsilon)
+    pg_loss = _seq_mean_token_mean(jnp.maximum(pg1, pg2), mask)
+    diff = ref_logps - logps
+    kl = jnp.exp(diff) - diff - 1
+    kl_loss = _seq_mean_token_mean(kl, mask)
+    n_tokens = jnp.clip(mask.sum(), min=1)
+    aux = {
+        "pg_loss": pg_loss,
+        "kl_loss": kl_loss,
+        "kl": (kl * mask).sum() / n_tokens,
+        "clip_fraction": ((pg2 > pg1) * mask).sum() / n_tokens,
+    }
+    return pg_loss + beta * kl_loss, aux
+
+
+@dataclasses.dataclass(frozen=True)
+class StepGeometry:
+    samples: int
+    epsilon: float
+    beta: float
+    chunk: int
+    temperature: float = 1.0
+
+
+def _logps(model, prompt, valid, completion, geo: StepGeometry):
+    return completion_logps(
+        model, prompt, valid, completion, samples=geo.samples, chunk=geo.chunk, temperature=geo.temperature
+    )
+
+
+def _train_step(graphdef, tx, geo: StepGeometry, params, rest, opt_state, ref_params, batch):
+    prompt, valid, completion, mask, advantages = batch
+    ref_model = nnx.merge(graphdef, ref_params, rest)
+    ref_logps = jax.lax.stop_gradient(
+        _logps(ref_model, prompt, valid, completion, geo)
+    )
+
+    def loss_fn(p):
+        model = nnx.merge(graphdef, p, rest)
+        logps = _logps(model, prompt, valid, completion, geo)
+        return grpo_loss(logps, ref_logps, advantages, mask, epsilon=geo.epsilon, beta=geo.beta)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    aux = {**aux, "loss": loss, "grad_norm": optax.global_norm(grads)}
+    return params, opt_state, aux
+
+
+class PolicyTrainer:
+    """Holds policy parameters, the frozen reference copy and the optimizer state; `step()` applies one update."""
+
+    def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, geometry: StepGeometry):
+        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.params = params
+        self.ref_params = jax.tree.map(jnp.copy, params)  # own buffers: the policy's are donated every step
+        self.tx = tx
+        self.opt_state = tx.init(params)
+        self.geometry = geometry
+        self._step = jax.jit(partial(_train_step, self.graphdef, tx, geometry), donate_argnums=(0, 2))
+
+    def step(self, prompt, valid, completion, mask, advantages) -> dict[str, float]:
+        self.params, self.opt_state, aux = self._step(
+            self.params, self.rest, self.opt_state, self.ref_params, (prompt, valid, completion, mask, advantages)
+        )
+        return {k: float(v) for k, v in aux.items()}
+
+    def write_into(self, model: nnx.Module) -> None:
+        """Point a model with the same structure (the rollout sampler's) at the current parameters. The buffers
+        are shared, not copied, to save memory: the next `step()` donates them, so call this after every step."""
+        nnx.update(model, self.params)

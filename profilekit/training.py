@@ -1,0 +1,376 @@
+"""GRPO training of the profiler (METHOD §4) with BLUE's reward or a baseline's (§3, §5), resumable from orbax
+step checkpoints.
+
+One step: B training users -> G profiles each (temperature 1.0, one shared prefill per user) -> rewards ->
+advantages (group-normalised for GRPO, batch-normalised for REINFORCE++) -> one exact GRPO update
+(`profilekit.llm.grpo_step`). Every reward term, KL, clip fraction and completion length is logged per step and
+stored with the checkpoint, so a resumed run keeps its whole curve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pandas as pd
+from flax import nnx
+
+from profilekit.contexts import profile_views
+from profilekit.embedder import Embedder
+from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
+from profilekit.llm.sampler import SamplingConfig
+from profilekit.profiler import ChatLM, profile_conversations
+from profilekit.prompts import multiple_choice_messages, parse_choice, parse_score, profile_quality_messages
+from profilekit.qa import question_sets
+from profilekit.rewards import (
+    RewardConfig,
+    batch_advantages,
+    blue_embedding_reward,
+    choice_reward,
+    constant_groups,
+    group_advantages,
+    judge_score_reward,
+    ndcg_reward,
+)
+from profilekit.text import example_history_lines, recent_history_text
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Trainer budgets. CPU defaults; the paper's values (METHOD §4) in comments."""
+
+    steps: int = 4  # paper: 1 epoch over the training users
+    users_per_step: int = 4  # paper: 64
+    rollouts: int = 4  # paper: G = 8
+    max_new_tokens: int = 96  # paper: 2048 (max prompt and completion)
+    history_budget_tokens: int = 256  # paper: 2048
+    temperature: float = 1.0  # paper: 1.0
+    # The paper's 1e-6 barely moves a 135M model in the few steps a CPU affords (measured: docs/RESULTS.md).
+    learning_rate: float = 1e-5
+    beta: float = 0.01  # paper: 0.01
+    epsilon: float = 0.2  # paper: 0.2
+    max_grad_norm: float = 1.0
+    advantage: str = "group"  # "group": GRPO; "batch": REINFORCE++ (the paper's ablation)
+    save_every: int = 1
+    seed: int = 0
+    logprob_chunk: int = 32
+    prompt_bucket: int = 64
+    completion_bucket: int = 16
+
+    def __post_init__(self):
+        if self.advantage not in ("group", "batch"):
+            raise ValueError(f"advantage must be 'group' (GRPO) or 'batch' (REINFORCE++), got {self.advantage!r}")
+        if self.rollouts < 2 and self.advantage == "group":
+            raise ValueError("GRPO needs at least 2 rollouts per user")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A trained profiler method: its reward and the advantage estimator it trains with."""
+
+    name: str
+    reward: RewardConfig
+    advantage: str = "group"
+
+
+_BLUE = RewardConfig("blue")
+# Every method of the paper's comparison and Table-6 ablation, as configurations of one trainer.
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method("blue", _BLUE),
+        Method("rlaif", RewardConfig("rlaif", drop_constant_groups=True)),
+        Method("rlpf", RewardConfig("rlpf")),
+        Method("langptune", RewardConfig("langptune")),
+        Method("blue-no-text", replace(_BLUE, text_weight=0.0)),
+        Method("blue-no-emb", replace(_BLUE, emb_weight=0.0)),
+        Method("blue-p-view", replace(_BLUE, views=("P",))),
+        Method("blue-10hp-view", replace(_BLUE, views=("10H+P",))),
+        Method("blue-u2i", replace(_BLUE, directions=("u2i",))),
+        Method("blue-i2u", replace(_BLUE, directions=("i2u",))),
+        Method("blue-reinforcepp", _BLUE, advantage="batch"),
+    ]
+}
+
+
+def method_fingerprint(method: Method) -> str:
+    """Hash of everything that defines a method's objective (what an observation of its config reports)."""
+    payload = json.dumps({"reward": asdict(method.reward), "advantage": method.advantage}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def run_key(method: Method, config: GRPOConfig, base_version: str, data_version: str) -> str:
+    """Identifies a training run; `steps` is left out so raising it continues the same run from its checkpoint."""
+    payload = json.dumps(
+        {"method": method_fingerprint(method), "config": {**asdict(config), "steps": None}, "base": base_version,
+         "data": data_version},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainingExamples:
+    """Per training example: profiler prompt, 10-H text, target + negatives, and the 4-option question."""
+
+    messages: list[list[dict]]
+    recent: list[str]
+    target_ids: list[str]
+    negative_ids: list[list[str]]
+    options: list[list[str]]
+    answers: list[int]
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+def training_examples(
+    histories: pd.DataFrame, candidates: pd.DataFrame, items: pd.DataFrame, count_tokens, history_budget: int,
+    recent_k: int, seed: int,
+) -> TrainingExamples:
+    train = histories[histories["split"] == "train"].sort_values(["user_id", "cut"]).reset_index(drop=True)
+    if train.empty:
+        raise ValueError("no training examples: the domain has no train-split users")
+    cands = candidates[candidates["split"] == "train"].sort_values(["user_id", "cut", "position"])
+    grouped = cands.groupby(["user_id", "cut"])["item_id"].agg(list)
+    titles = dict(zip(items["item_id"], items["title"]))
+    questions = question_sets(train, cands, items, seed)
+    return TrainingExamples(
+        messages=profile_conversations(train, items, count_tokens, history_budget),
+        recent=[recent_history_text(example_history_lines(ex, titles), recent_k) for ex in train.itertuples(index=False)],
+        target_ids=train["target_item_id"].tolist(),
+        negative_ids=[grouped.loc[(u, c)][1:] for u, c in zip(train["user_id"], train["cut"])],
+        options=questions["options"].tolist(),
+        answers=questions["answer_index"].astype(int).tolist(),
+    )
+
+
+@dataclass
+class RewardModels:
+    """What the rewards need besides the policy: the frozen embedder with the domain's item vectors (BLUE,
+    LangPTune) and the judge LLM (RLPF, RLAIF)."""
+
+    embedder: Embedder | None = None
+    item_vectors: dict[str, np.ndarray] | None = None
+    judge: ChatLM | None = None
+
+
+GREEDY_ANSWER = SamplingConfig(max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0, prompt_bucket=64)
+
+
+def _multiple_choice(chat: ChatLM, profiles: list[str], options: list[list[str]], answers: list[int]) -> np.ndarray:
+    out = chat.generate([multiple_choice_messages(p, o) for p, o in zip(profiles, options)], GREEDY_ANSWER)
+    return choice_reward([parse_choice(a, o) for a, o in zip(out.texts, options)], answers)
+
+
+def compute_rewards(
+    reward: RewardConfig, profiles: list[str], batch: list[int], data: TrainingExamples, policy: ChatLM,
+    models: RewardModels, rollouts: int,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Rewards [B, G] of the rollouts (rows prompt-major) and the batch mean of every term for the log."""
+    b, g = len(batch), rollouts
+    rows = [i for i in batch for _ in range(g)]
+    terms: dict[str, np.ndarray] = {}
+
+    def vectors(texts: list[str]) -> np.ndarray:
+        return models.embedder.encode(texts).reshape(b, g, -1)
+
+    def item_matrix(ids_per_user: list[list[str]]) -> np.ndarray:
+        return np.stack([np.stack([models.item_vectors[i] for i in ids]) for ids in ids_per_user])
+
+    if reward.kind == "blue":
+        total = np.zeros((b, g))
+        if reward.emb_weight:
+            views = profile_views([data.recent[i] for i in rows], profiles)
+            vecs = {v: vectors(views[v]) for v in reward.views}
+            target = item_matrix([[data.target_ids[i]] for i in batch])[:, 0]
+            r_emb, parts = blue_embedding_reward(vecs, target, item_matrix([data.negative_ids[i] for i in batch]), reward)
+            terms.update({f"emb/{k}": v for k, v in parts.items()}, r_emb=r_emb)
+            total = total + reward.emb_weight * r_emb
+        if reward.text_weight:
+            r_text = _multiple_choice(policy, profiles, [data.options[i] for i in rows], [data.answers[i] for i in rows])
+            terms["r_text"] = r_text.reshape(b, g)
+            total = total + reward.text_weight * terms["r_text"]
+    elif reward.kind == "langptune":
+        cands = item_matrix([[data.target_ids[i], *data.negative_ids[i]] for i in batch])
+        total = terms["ndcg10"] = ndcg_reward(vectors(profiles), cands)
+    elif reward.kind == "rlpf":
+        total = _multiple_choice(models.judge, profiles, [data.options[i] for i in rows], [data.answers[i] for i in rows])
+        total = terms["judge_mc"] = total.reshape(b, g)
+    else:  # rlaif
+        out = models.judge.generate(
+            [profile_quality_messages(data.recent[i], p) for i, p in zip(rows, profiles)], GREEDY_ANSWER
+        )
+        scores = [parse_score(a) for a in out.texts]
+        total = terms["judge_score"] = judge_score_reward(scores).reshape(b, g)
+        terms["judge_unparsed"] = np.array([s is None for s in scores], float)
+    return total, {k: float(np.mean(v)) for k, v in terms.items()}
+
+
+class CheckpointStore:
+    """orbax step checkpoints: policy parameters, optimizer state and the per-step log, the last two kept."""
+
+    def __init__(self, directory: Path | str, max_to_keep: int = 2):
+        self.directory = Path(directory).resolve()
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            item_names=("params", "opt_state", "log"),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, params, opt_state, log: list[dict]) -> None:
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+                log=ocp.args.JsonSave(log),
+            ),
+        )
+        self.manager.wait_until_finished()
+
+    def restore(self, step: int, params, opt_state=None):
+        """Parameters (and optimizer state when a template is given) of `step`, and its log."""
+        items = {"params": ocp.args.StandardRestore(params), "log": ocp.args.JsonRestore()}
+        if opt_state is not None:
+            items["opt_state"] = ocp.args.StandardRestore(opt_state)
+        out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return out["params"], out.get("opt_state") if opt_state is not None else None, list(out["log"])
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def params_digest(params) -> str:
+    """Content hash of parameter values (the checkpoint's data version)."""
+    digest = hashlib.sha256()
+    for path, leaf in sorted(jax.tree_util.tree_leaves_with_path(params), key=lambda kv: jax.tree_util.keystr(kv[0])):
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()[:24]
+
+
+@dataclass
+class TrainingResult:
+    log: list[dict]
+    step: int
+    resumed_from: int | None
+    trained_now: int
+    digest: str
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def _pad_batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int, config: GRPOConfig):
+    width = max(config.prompt_bucket, -(-max(map(len, prompts)) // config.prompt_bucket) * config.prompt_bucket)
+    prompt = np.full((len(prompts), width), pad_id, np.int32)
+    valid = np.zeros((len(prompts), width), bool)
+    for i, p in enumerate(prompts):
+        prompt[i, width - len(p):], valid[i, width - len(p):] = p, True
+    longest = max(1, max(map(len, completions)))
+    t = -(-longest // config.completion_bucket) * config.completion_bucket
+    completion = np.full((len(completions), t), pad_id, np.int32)
+    mask = np.zeros((len(completions), t), bool)
+    for i, c in enumerate(completions):
+        completion[i, : len(c)], mask[i, : len(c)] = c, True
+    return prompt, valid, completion, mask
+
+
+def train_profiler(
+    policy: ChatLM,
+    data: TrainingExamples,
+    method: Method,
+    config: GRPOConfig,
+    checkpoint_dir: Path | str,
+    models: RewardModels,
+    log: Callable[[str], None] = print,
+    on_step: Callable[[dict], None] | None = None,
+) -> TrainingResult:
+    """Train `policy` in place up to `config.steps` updates, resuming from the latest checkpoint in
+    `checkpoint_dir`; a run that already reached `config.steps` trains nothing."""
+    started = time.perf_counter()
+    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adamw(config.learning_rate))
+    geometry = StepGeometry(config.rollouts, config.epsilon, config.beta, config.logprob_chunk, config.temperature)
+    trainer = PolicyTrainer(policy.lm.model, tx, geometry)
+    store = CheckpointStore(checkpoint_dir)
+    history: list[dict] = []
+    resumed_from = store.latest_step()
+    if resumed_from is not None:
+        trainer.params, trainer.opt_state, history = store.restore(resumed_from, trainer.params, trainer.opt_state)
+        trainer.write_into(policy.lm.model)
+        policy.sampler.reload_weights()
+        log(f"resumed from checkpoint step {resumed_from} in {checkpoint_dir}")
+    start = resumed_from or 0
+    order = np.random.default_rng(config.seed).permutation(len(data))
+    sampling = SamplingConfig(config.max_new_tokens, config.temperature, 1.0, config.seed, config.prompt_bucket)
+    advantage_fn = group_advantages if method.advantage == "group" else batch_advantages
+    for step in range(start, config.steps):
+        t0 = time.perf_counter()
+        batch = [int(order[(step * config.users_per_step + j) % len(data)]) for j in range(config.users_per_step)]
+        prompts = [policy.encode_chat(data.messages[i]) for i in batch]
+        gen = policy.sampler.generate(prompts, replace(sampling, seed=config.seed * 1_000_003 + step), samples=config.rollouts)
+        completions = [toks + ([stop] if stop is not None else []) for toks, stop in zip(gen.tokens, gen.stops)]
+        profiles = [policy.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.tokens]
+        t_rollout = time.perf_counter() - t0
+        rewards, terms = compute_rewards(method.reward, profiles, batch, data, policy, models, config.rollouts)
+        advantages = advantage_fn(rewards)
+        dropped = constant_groups(rewards) if method.reward.drop_constant_groups else np.zeros(len(batch), bool)
+        prompt, valid, completion, mask = _pad_batch(prompts, completions, policy.sampler.pad_id, config)
+        mask[np.repeat(dropped, config.rollouts)] = False
+        t_update = time.perf_counter()
+        if mask.any():
+            aux = trainer.step(prompt, valid, completion, mask, advantages.reshape(-1).astype(np.float32))
+            trainer.write_into(policy.lm.model)
+            policy.sampler.reload_weights()
+        else:  # every group dropped: no signal, and no weight-decay-only update either
+            aux = {"skipped_update": 1.0}
+        record = {
+            "step": step + 1,
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std()),
+            **{f"reward/{k}": v for k, v in terms.items()},
+            **aux,
+            "completion_tokens_mean": float(np.mean([len(c) for c in completions])),
+            "dropped_groups": int(dropped.sum()),
+            "seconds_rollout": t_rollout,
+            "seconds_update": time.perf_counter() - t_update,
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(record)
+        if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
+            store.save(step + 1, trainer.params, trainer.opt_state, history)
+        log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+        if on_step is not None:
+            on_step(record)
+    final = store.latest_step() or 0
+    if resumed_from is not None and final == resumed_from and start >= config.steps:
+        log(f"checkpoint already at step {final} >= {config.steps} steps: nothing to train")
+    store.close()
+    return TrainingResult(
+        log=history, step=final, resumed_from=resumed_from, trained_now=max(0, config.steps - start),
+        digest=params_digest(trainer.params), seconds=time.perf_counter() - started,
+    )
+
+
+def load_trained_policy(policy: ChatLM, checkpoint_dir: Path | str) -> tuple[ChatLM, int]:
+    """Load the latest checkpoint's parameters into `policy` (a freshly loaded base model) for inference."""
+    store = CheckpointStore(checkpoint_dir)
+    step = store.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"{checkpoint_dir} holds no checkpoint: materialize profiler_checkpoint first")
+    _, params, _ = nnx.split(policy.lm.model, nnx.Param, ...)
+    params, _, _ = store.restore(step, params)
+    store.close()
+    nnx.update(policy.lm.model, params)
+    policy.sampler.reload_weights()
+    return policy, step
