@@ -1,0 +1,230 @@
+"""The GRPO step computes tunix's objective (loss and gradients), the trainer runs every method on a tiny chat
+model, a killed run resumes from its last checkpoint, a finished run is not retrained, and one sharded step on
+a 2-device CPU mesh equals the unsharded step."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from profilekit.llm.grpo_step import completion_logps, grpo_loss
+from profilekit.llm.model import load_lm
+from tests.conftest import ROOT, TEST_DATA
+from tests.tiny_llm import write_tiny_chat_lm, write_tiny_lm
+
+PAD = 0
+B, G, W, T = 2, 3, 12, 7
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    prompt, valid = np.zeros((B, W), np.int32), np.zeros((B, W), bool)
+    for b, length in enumerate([9, 12]):  # one left-padded prompt
+        prompt[b, W - length:], valid[b, W - length:] = rng.integers(3, 250, length), True
+    completion = rng.integers(3, 250, (B * G, T)).astype(np.int32)
+    for i, length in enumerate([7, 4, 5, 1, 6, 3]):
+        completion[i, length:] = PAD
+    return prompt, valid, completion, completion != PAD, rng.normal(size=B * G).astype(np.float32), rng.normal(
+        -5, 0.5, size=(B * G, T)
+    ).astype(np.float32)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "gemma3"])
+def test_loss_and_gradients_equal_tunix_grpo_loss(family):
+    from tunix.rl import common
+    from tunix.rl.algo_core import grpo_loss_fn
+    from tunix.rl.grpo.grpo_learner import GRPOConfig as TunixGRPOConfig
+
+    model = load_lm(write_tiny_lm(TEST_DATA / f"tiny-{family}", family)).model
+    prompt, valid, completion, mask, adv, ref = _batch()
+    temperature = 0.8
+    config = TunixGRPOConfig(num_generations=G, beta=0.01, epsilon=0.2, kl_loss_mode="low_var_kl")
+    config.temperature = temperature
+    example = common.TrainExample(
+        prompt_ids=jnp.asarray(np.repeat(prompt, G, 0)), prompt_mask=jnp.asarray(np.repeat(valid, G, 0)),
+        completion_ids=jnp.asarray(completion), completion_mask=jnp.asarray(mask), advantages=jnp.asarray(adv),
+        ref_per_token_logps=jnp.asarray(ref), old_per_token_logps=None,
+    )
+
+    def theirs(m):
+        return grpo_loss_fn(m, example, config, PAD, 1)[0]
+
+    def ours(m):
+        logps = completion_logps(m, jnp.asarray(prompt), jnp.asarray(valid), jnp.asarray(completion), samples=G,
+                                 chunk=3, temperature=temperature)
+        return grpo_loss(logps, jnp.asarray(ref), jnp.asarray(adv), jnp.asarray(mask), epsilon=0.2, beta=0.01)[0]
+
+    loss_t, grad_t = nnx.value_and_grad(theirs)(model)
+    loss_o, grad_o = nnx.value_and_grad(ours)(model)
+    assert float(loss_o) == pytest.approx(float(loss_t), rel=1e-5, abs=1e-7)
+    worst = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), grad_t, grad_o)))
+    scale = max(jax.tree.leaves(jax.tree.map(lambda a: float(jnp.max(jnp.abs(a))), grad_t)))
+    assert worst <= 1e-5 * scale, (worst, scale)
+
+
+def test_loss_terms_on_a_hand_made_case():
+    logps = jnp.log(jnp.array([[0.5, 0.25, 1.0], [0.5, 0.5, 0.5]]))
+    ref = jnp.log(jnp.array([[0.25, 0.25, 1.0], [0.5, 0.5, 0.5]]))
+    mask = jnp.array([[1, 1, 0], [1, 1, 1]], bool)
+    loss, aux = grpo_loss(logps, ref, jnp.array([2.0, -1.0]), mask, epsilon=0.2, beta=0.5)
+    # ratio = 1: policy term = -mean_rollouts(A) = -(2 - 1) / 2; k3 KL of row 0 token 0: r = 0.5 -> 0.5 - log 0.5 - 1
+    kl00 = 0.5 - np.log(0.5) - 1.0
+    assert float(aux["pg_loss"]) == pytest.approx(-0.5)
+    assert float(aux["kl_loss"]) == pytest.approx((kl00 / 2 + 0.0) / 2)
+    assert float(loss) == pytest.approx(-0.5 + 0.5 * kl00 / 4)
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_dir():
+    from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
+
+    store = TEST_DATA / "store"
+    tokenizer_dir = export_gguf_to_hf(
+        packaged_gguf(store / "sources"), store / "profiler_base_weights" / "smollm2-135m-instruct" / "hf"
+    )
+    return write_tiny_chat_lm(TEST_DATA / "tiny-chat", tokenizer_dir)
+
+
+TRAIN_SETUP = """
+import numpy as np
+from profilekit.embedder import Embedder
+from profilekit.profiler import ChatLM
+from profilekit.training import GRPOConfig, METHODS, RewardModels, TrainingExamples, train_profiler
+
+def setup(model_dir):
+    rng = np.random.default_rng(0)
+    items = [f"i{k}" for k in range(120)]
+    vecs = rng.normal(size=(120, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    n = 5
+    data = TrainingExamples(
+        messages=[[{"role": "user", "content": f"History: [Movie {u} | 4], [Film {u + 1} | 3]. Summarise."}] for u in range(n)],
+        recent=[f"[Film {u + 1} | 3]" for u in range(n)], target_ids=items[:n],
+        negative_ids=[items[10 + 5 * u: 30 + 5 * u] for u in range(n)],
+        options=[["A film", "B film", "C film", "D film"]] * n, answers=[u % 4 for u in range(n)],
+    )
+    chat = ChatLM(model_dir)
+    models = RewardModels(embedder=Embedder(), item_vectors=dict(zip(items, vecs)), judge=chat)
+    return chat, data, models
+
+def config(steps):
+    return GRPOConfig(steps=steps, users_per_step=2, rollouts=3, max_new_tokens=10, learning_rate=1e-3)
+"""
+_ns: dict = {}
+exec(TRAIN_SETUP, _ns)
+
+
+EXPECTED_TERMS = {
+    "blue": {"reward/emb/10H+P/u2i", "reward/emb/10H+P/i2u", "reward/emb/P/u2i", "reward/emb/P/i2u", "reward/r_text"},
+    "langptune": {"reward/ndcg10"},
+    "rlpf": {"reward/judge_mc"},
+    "rlaif": {"reward/judge_score", "reward/judge_unparsed"},
+    "blue-no-text": {"reward/r_emb"},
+    "blue-reinforcepp": {"reward/r_emb", "reward/r_text"},
+}
+
+
+def test_every_method_trains_and_logs_its_terms(tiny_chat_dir, tmp_path):
+    chat, data, models = _ns["setup"](tiny_chat_dir)  # one policy, trained further by each method in turn
+    for method, expected in EXPECTED_TERMS.items():
+        before = np.asarray(chat.lm.model.embedder.input_embedding.value).copy()
+        result = _ns["train_profiler"](chat, data, _ns["METHODS"][method], _ns["config"](2), tmp_path / method, models,
+                                       log=lambda _: None)
+        assert result.step == 2 and result.trained_now == 2 and [r["step"] for r in result.log] == [1, 2], method
+        record = result.log[-1]
+        assert expected <= set(record), (method, sorted(record))
+        assert {"completion_tokens_mean", "dropped_groups", "reward_mean", "seconds"} <= set(record)
+        if method == "blue-no-text":
+            assert "reward/r_text" not in record
+        updated = [r for r in result.log if not r.get("skipped_update")]
+        for r in updated:
+            assert {"kl", "clip_fraction", "pg_loss", "grad_norm"} <= set(r)
+        changed = not np.array_equal(before, np.asarray(chat.lm.model.embedder.input_embedding.value))
+        assert changed == bool(updated), method
+        if method == "rlaif":  # constant-score groups are dropped; all dropped -> no update at all
+            assert all(r["dropped_groups"] <= 2 for r in result.log)
+            assert all(r.get("skipped_update") for r in result.log if r["dropped_groups"] == 2)
+
+
+KILL_CHILD = TRAIN_SETUP + """
+import sys, time
+from pathlib import Path
+chat, data, models = setup(sys.argv[1])
+marker = Path(sys.argv[3])
+def on_step(record):
+    marker.write_text(str(record["step"]))
+    time.sleep(30)  # the parent kills us here
+train_profiler(chat, data, METHODS["blue"], config(4), sys.argv[2], models, on_step=on_step)
+"""
+
+
+def test_killed_run_resumes_from_its_last_checkpoint_and_a_finished_run_is_not_retrained(tiny_chat_dir, tmp_path):
+    ckpt, marker = tmp_path / "ckpt", tmp_path / "last_step"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(tiny_chat_dir), str(ckpt), str(marker)], cwd=ROOT,
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not (marker.exists() and marker.read_text() == "2"):
+        assert child.poll() is None, child.stderr.read()[-3000:]
+        assert time.time() < deadline
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+    chat, data, models = _ns["setup"](tiny_chat_dir)
+    logs = []
+    resumed = _ns["train_profiler"](chat, data, _ns["METHODS"]["blue"], _ns["config"](4), ckpt, models, log=logs.append)
+    assert resumed.resumed_from == 2 and resumed.trained_now == 2 and resumed.step == 4
+    assert [r["step"] for r in resumed.log] == [1, 2, 3, 4]  # the killed run's log survives in the checkpoint
+    assert any("resumed from checkpoint step 2" in line for line in logs)
+
+    chat, data, models = _ns["setup"](tiny_chat_dir)
+    again = _ns["train_profiler"](chat, data, _ns["METHODS"]["blue"], _ns["config"](4), ckpt, models, log=lambda _: None)
+    assert again.trained_now == 0 and again.step == 4 and again.digest == resumed.digest
+
+
+SHARDED_STEP = """
+import json, sys
+import jax, numpy as np, optax
+from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
+from profilekit.llm.model import load_lm
+from resources.compute import ComputeResource
+path = sys.argv[1]
+rng = np.random.default_rng(0)
+prompt = rng.integers(3, 250, (2, 16)).astype(np.int32)
+valid = np.ones((2, 16), bool); valid[0, :5] = False
+completion = rng.integers(3, 250, (4, 8)).astype(np.int32)
+mask = np.ones((4, 8), bool); mask[1, 5:] = False
+adv = np.array([1.0, -1.0, 0.5, -0.5], np.float32)
+out = {"devices": len(jax.devices())}
+mesh = ComputeResource(platform="cpu", mesh_shape=[2, 1]).mesh()
+for name, m in (("single", None), ("mesh", mesh)):
+    lm = load_lm(path, mesh=m)
+    trainer = PolicyTrainer(lm.model, optax.adamw(1e-3), StepGeometry(samples=2, epsilon=0.2, beta=0.01, chunk=4))
+    out[name] = [trainer.step(prompt, valid, completion, mask, adv)["loss"] for _ in range(2)]
+    emb = trainer.params["embedder"]["input_embedding"].value
+    out[name + "_emb"] = np.asarray(emb).ravel()[:50].tolist()
+    out[name + "_devices"] = len(emb.sharding.device_set)
+print(json.dumps(out))
+"""
+
+
+def test_one_sharded_grpo_step_on_a_two_device_mesh_equals_the_unsharded_step():
+    path = write_tiny_lm(TEST_DATA / "tiny-llama", "llama")
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", SHARDED_STEP, str(path)], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 2 and out["mesh_devices"] == 2 and out["single_devices"] == 1
+    assert out["mesh"] == pytest.approx(out["single"], rel=1e-5, abs=1e-7)
+    assert np.allclose(out["mesh_emb"], out["single_emb"], atol=1e-6)
