@@ -1,14 +1,15 @@
 """Frozen-embedder item vectors, recommendation metrics (All-H, 10-H, P, 10H+P) and personalized QA."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetOut, DataVersion, MaterializeResult, MetadataValue, asset, multi_asset
+from dagster import AssetDep, AssetExecutionContext, AssetOut, DataVersion, MaterializeResult, MetadataValue, asset, multi_asset
 
 from assets._common import LLM_HEAVY, TABLE_OUT, table_output, typed
 from orchestration.automation import on_upstream_data_change
-from orchestration.partitions import domain_partitions
+from orchestration.partitions import domain_partitions, from_domain
 from profilekit.contexts import history_contexts, profile_contexts
 from profilekit.embedder import EmbeddingCache
 from profilekit.evaluation import score_contexts, summarize
+from profilekit.metrics import compare_with_reference
 from profilekit.plots import grouped_bars_png, markdown_image
 from profilekit.protocol import eval_users
 from profilekit.profiler import GenerationCache
@@ -19,6 +20,10 @@ from resources.embedder import EmbedderResource
 from resources.llm import JudgeLLMResource
 from resources.model_store import LocalModelStore
 from resources.protocol import ProtocolResource
+from resources.warehouse import WarehouseReader
+
+# Every trained method's profiles of the domain (methods never trained simply have no rows).
+TRAINED_PROFILES = AssetDep("generated_profiles", partition_mapping=from_domain)
 
 
 def _evaluated(histories: pd.DataFrame, protocol: ProtocolResource, limit: int | None = None) -> pd.DataFrame:
@@ -28,6 +33,18 @@ def _evaluated(histories: pd.DataFrame, protocol: ProtocolResource, limit: int |
 
 def _md(table: pd.DataFrame) -> MetadataValue:
     return MetadataValue.md(table.to_markdown(index=False, floatfmt=".4f"))
+
+
+def _profile_contexts(examples, items, base_profiles, trained_profiles, recent_k: int) -> list[pd.DataFrame]:
+    frames = [profile_contexts(examples, items, base_profiles, recent_k, "Base")]
+    if len(trained_profiles):
+        for method, rows in trained_profiles.groupby("method", sort=True):
+            frames.append(profile_contexts(examples, items, rows, recent_k, method))
+    return frames
+
+
+def _with_significance(metrics: pd.DataFrame, scores: pd.DataFrame, value: str) -> pd.DataFrame:
+    return metrics.merge(compare_with_reference(scores, value), on=["domain", "method", "context"], how="left")
 
 
 @asset(partitions_def=domain_partitions, automation_condition=on_upstream_data_change(), code_version="1", group_name="embeddings")
@@ -55,11 +72,11 @@ def item_embeddings(
 
 @multi_asset(
     outs={
-        "rec_example_scores": AssetOut(**TABLE_OUT, code_version="2", **typed(rec_example_scores_schema), group_name="evaluation"),
-        "rec_metrics": AssetOut(**TABLE_OUT, code_version="2", **typed(rec_metrics_schema), group_name="evaluation"),
+        "rec_example_scores": AssetOut(**TABLE_OUT, code_version="3", **typed(rec_example_scores_schema), group_name="evaluation"),
+        "rec_metrics": AssetOut(**TABLE_OUT, code_version="3", **typed(rec_metrics_schema), group_name="evaluation"),
     },
     partitions_def=domain_partitions,
-    deps=["item_embeddings"],
+    deps=["item_embeddings", TRAINED_PROFILES],
 )
 def recommendation_eval(
     context: AssetExecutionContext,
@@ -70,21 +87,24 @@ def recommendation_eval(
     embedder: EmbedderResource,
     model_store: LocalModelStore,
     protocol: ProtocolResource,
+    warehouse_reader: WarehouseReader,
 ):
-    """N@10 / R@10 per evaluated test user and context; per-example scores kept for paired tests."""
+    """N@10 / R@10 per evaluated test user and context (history, Base and every trained method's P / 10H+P);
+    per-example scores kept, and each method paired-tested against BLUE on the same examples."""
     model, proto = embedder.load(), protocol.get()
     item_vectors = load_item_vectors(model_store.path("item_embeddings", context.partition_key, "items.npz"), model.version)
     examples = _evaluated(filtered_histories, protocol)
+    trained = warehouse_reader.domain_rows("generated_profiles", context.partition_key)
     contexts = pd.concat(
         [
             history_contexts(examples, items, model.count_tokens, model.max_seq_length, proto.recent_k),
-            profile_contexts(examples, items, base_profiles, proto.recent_k, "Base"),
+            *_profile_contexts(examples, items, base_profiles, trained, proto.recent_k),
         ],
         ignore_index=True,
     )
     cache = EmbeddingCache(model_store.embedding_cache, model.version)
     scores = score_contexts(contexts, candidate_sets, item_vectors, model, cache)
-    metrics = summarize(scores)
+    metrics = _with_significance(summarize(scores), scores, "ndcg10")
     yield table_output(scores, "rec_example_scores", evaluated_users=examples["user_id"].nunique())
     chart = markdown_image(grouped_bars_png(metrics, "ndcg10", "NDCG@10 by context"), "NDCG@10")
     yield table_output(metrics, "rec_metrics", summary=_md(metrics), chart=MetadataValue.md(chart))
@@ -92,13 +112,15 @@ def recommendation_eval(
 
 @multi_asset(
     outs={
-        "qa_example_scores": AssetOut(**TABLE_OUT, code_version="1", **typed(qa_example_scores_schema), group_name="evaluation"),
-        "qa_metrics": AssetOut(**TABLE_OUT, code_version="1", **typed(qa_metrics_schema), group_name="evaluation"),
+        "qa_example_scores": AssetOut(**TABLE_OUT, code_version="2", **typed(qa_example_scores_schema), group_name="evaluation"),
+        "qa_metrics": AssetOut(**TABLE_OUT, code_version="2", **typed(qa_metrics_schema), group_name="evaluation"),
     },
     partitions_def=domain_partitions,
+    deps=[TRAINED_PROFILES],
     op_tags=LLM_HEAVY,
 )
 def qa_eval(
+    context: AssetExecutionContext,
     filtered_histories: pd.DataFrame,
     candidate_sets: pd.DataFrame,
     items: pd.DataFrame,
@@ -107,15 +129,18 @@ def qa_eval(
     judge_llm: JudgeLLMResource,
     model_store: LocalModelStore,
     protocol: ProtocolResource,
+    warehouse_reader: WarehouseReader,
 ):
-    """Next-item multiple choice (accuracy) and rating (MAE) answered by the judge LLM from each context."""
+    """Next-item multiple choice (accuracy) and rating (MAE) answered by the judge LLM from each context, with
+    each method's accuracy paired-tested against BLUE's."""
     proto = protocol.get()
     examples = _evaluated(filtered_histories, protocol, proto.max_qa_users)
     judge = judge_llm.chat(model_store)
+    trained = warehouse_reader.domain_rows("generated_profiles", context.partition_key)
     contexts = pd.concat(
         [
             history_contexts(examples, items, judge.count_tokens, judge_llm.context_budget_tokens, proto.recent_k),
-            profile_contexts(examples, items, base_profiles, proto.recent_k, "Base"),
+            *_profile_contexts(examples, items, base_profiles, trained, proto.recent_k),
         ],
         ignore_index=True,
     )
@@ -123,7 +148,7 @@ def qa_eval(
     cache = GenerationCache(model_store.generation_cache, judge.version)
     rating_fallback = float(interactions["rating"].mean())
     scores = answer_questions(judge, contexts, questions, judge_llm.sampling(), rating_fallback, cache)
-    metrics = summarize_qa(scores)
+    metrics = _with_significance(summarize_qa(scores), scores, "mc_correct")
     yield table_output(scores, "qa_example_scores", judge_version=judge.version)
     chart = markdown_image(grouped_bars_png(metrics, "mc_accuracy", "next-item MC accuracy by context"), "MC accuracy")
     yield table_output(metrics, "qa_metrics", summary=_md(metrics), chart=MetadataValue.md(chart))

@@ -1,16 +1,20 @@
-"""Profiler weights and zero-shot (Base) profiles."""
+"""Profiler weights, zero-shot (Base) profiles and the profiles of trained methods."""
+
+import json
 
 import pandas as pd
-from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import AssetDep, AssetExecutionContext, AssetIn, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 
 from assets._common import LLM_HEAVY, PARTITIONED, table_output, typed
 from orchestration.automation import on_upstream_data_change
+from orchestration.partitions import from_domain, from_source_checkpoint, method_domain_partitions, source_domain
 from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
 from profilekit.sources import dir_content_hash
 from profilekit.profiler import GenerationCache, generate_profiles
 from profilekit.prompts import PROMPT_VERSION
 from profilekit.protocol import eval_users
 from profilekit.schemas import profiles_schema
+from profilekit.training import load_trained_policy
 from resources.llm import ProfilerLLMResource
 from resources.model_store import LocalModelStore
 from resources.protocol import ProtocolResource
@@ -30,9 +34,33 @@ def profiler_base_weights(profiler_llm: ProfilerLLMResource, model_store: LocalM
     )
 
 
+def _profile_table(context, chat, examples, items, profiler_llm, model_store, method: str, model_version: str):
+    """Profiles of `examples` at inference temperature, through the generation cache (only prompts that changed
+    since an earlier run reach the model), with the table's metadata."""
+    cache = GenerationCache(model_store.generation_cache, model_version)
+    profiles, generated_now = generate_profiles(
+        chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache
+    )
+    profiles = profiles.assign(method=method, model_version=model_version, prompt_version=PROMPT_VERSION)
+    context.log.info(f"{len(profiles)} {method} profiles, {generated_now} generated now, the rest unchanged (cached)")
+    return table_output(
+        profiles,
+        users=len(profiles),
+        generated_now=generated_now,
+        mean_profile_tokens=float(profiles["profile_tokens"].mean()) if len(profiles) else 0.0,
+        seconds_per_user=float(profiles["seconds"].mean()) if len(profiles) else 0.0,
+        empty_profiles=int((profiles["profile"].str.strip() == "").sum()),
+    )
+
+
+def _evaluated_examples(filtered_histories: pd.DataFrame, protocol: ProtocolResource) -> pd.DataFrame:
+    users = set(eval_users(filtered_histories, protocol.get()))
+    return filtered_histories[(filtered_histories["split"] == "test") & filtered_histories["user_id"].isin(users)]
+
+
 @asset(
     **PARTITIONED,
-    code_version="1",
+    code_version="2",
     group_name="profiler",
     deps=[profiler_base_weights],
     op_tags=LLM_HEAVY,
@@ -48,22 +76,39 @@ def base_profiles(
 ):
     """Zero-shot profiles of the evaluated test users (temperature 0.7), with token counts and seconds; only
     users whose prompt changed since an earlier run are generated again (the nightly refresh relies on it)."""
-    users = set(eval_users(filtered_histories, protocol.get()))
-    examples = filtered_histories[(filtered_histories["split"] == "test") & filtered_histories["user_id"].isin(users)]
     chat = profiler_llm.chat(model_store)
-    cache = GenerationCache(model_store.generation_cache, chat.version)
-    profiles, generated_now = generate_profiles(
-        chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache
-    )
-    profiles = profiles.assign(
-        method="Base", model_version=chat.version, prompt_version=PROMPT_VERSION
-    )
-    context.log.info(f"{len(profiles)} profiles, {generated_now} generated now, the rest unchanged (cached)")
-    yield table_output(
-        profiles,
-        users=len(profiles),
-        generated_now=generated_now,
-        mean_profile_tokens=float(profiles["profile_tokens"].mean()),
-        seconds_per_user=float(profiles["seconds"].mean()),
-        empty_profiles=int((profiles["profile"].str.strip() == "").sum()),
-    )
+    examples = _evaluated_examples(filtered_histories, protocol)
+    yield _profile_table(context, chat, examples, items, profiler_llm, model_store, "Base", chat.version)
+
+
+@asset(
+    partitions_def=method_domain_partitions,
+    metadata={"partition_expr": {"method": "method", "domain": "domain"}},
+    io_manager_key="warehouse",
+    automation_condition=on_upstream_data_change(),
+    code_version="1",
+    group_name="training",
+    ins={name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "items")},
+    deps=[AssetDep("profiler_checkpoint", partition_mapping=from_source_checkpoint)],
+    op_tags=LLM_HEAVY,
+    **typed(profiles_schema),
+)
+def generated_profiles(
+    context: AssetExecutionContext,
+    filtered_histories: pd.DataFrame,
+    items: pd.DataFrame,
+    profiler_llm: ProfilerLLMResource,
+    model_store: LocalModelStore,
+    protocol: ProtocolResource,
+):
+    """Profiles of a domain's evaluated test users written by a trained method's checkpoint (the one trained on
+    the source domain), at inference temperature 0.7; unchanged users come from the generation cache."""
+    method = context.partition_key.keys_by_dimension["method"]
+    pointer = model_store.path("profiler_checkpoint", method, f"{source_domain()}/current.json")
+    if not pointer.exists():
+        raise Failure(f"no {method} checkpoint trained on {source_domain()}: materialize profiler_checkpoint "
+                      f"partition {method}|{source_domain()} first")
+    checkpoint = json.loads(pointer.read_text())
+    chat, _ = load_trained_policy(profiler_llm.fresh_chat(model_store), checkpoint["run_dir"])
+    examples = _evaluated_examples(filtered_histories, protocol)
+    yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, checkpoint["digest"])

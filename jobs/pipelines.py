@@ -1,14 +1,39 @@
-"""Asset jobs."""
+"""Asset jobs: per-domain data and evaluation, and per (method, domain) training and profiling."""
 
 from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
-from orchestration.partitions import domain_partitions
+from orchestration.partitions import domain_partitions, method_domain_partitions
+
+TRAINING = AssetSelection.assets("profiler_checkpoint", "generated_profiles")
+DOMAIN_ASSETS = AssetSelection.all() - TRAINING - AssetSelection.assets("method_configs")
 
 default_graph_job = define_asset_job(
     "default_graph",
-    selection=AssetSelection.all(),
+    selection=DOMAIN_ASSETS,
     partitions_def=domain_partitions,
-    description="Every asset of one domain partition: data -> embeddings -> metrics.",
+    description="Every per-domain asset: data -> embeddings -> Base profiles -> metrics (with the profiles of every "
+    "trained method that exists).",
+)
+domain_data_job = define_asset_job(
+    "domain_data",
+    selection=DOMAIN_ASSETS - AssetSelection.groups("evaluation"),
+    partitions_def=domain_partitions,
+    description="One domain's tables, item embeddings and Base profiles.",
+)
+evaluation_job = define_asset_job(
+    "evaluation", selection=AssetSelection.groups("evaluation"), partitions_def=domain_partitions,
+    description="Recommendation and QA metrics of one domain, every method, with significance against BLUE.",
+)
+profiler_training_job = define_asset_job(
+    "profiler_training",
+    selection=TRAINING,
+    partitions_def=method_domain_partitions,
+    description="Train a method on a domain (resumable) and write its profiles of that domain; backfill "
+    "method x domain partitions from the UI.",
+)
+profiling_job = define_asset_job(
+    "profiling", selection=AssetSelection.assets("generated_profiles"), partitions_def=method_domain_partitions,
+    description="Profiles of a domain's test users with a method's checkpoint trained on the source domain.",
 )

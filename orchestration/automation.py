@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
-from dagster import AutomationCondition
+from dagster import AssetSelection, AutomationCondition
 
 
 def on_upstream_data_change() -> AutomationCondition:
     return AutomationCondition.eager().replace("newly_updated", AutomationCondition.data_version_changed())
+
+
+def on_method_config_change() -> AutomationCondition:
+    """Training is started by people (UI, backfill); automation only re-trains an existing checkpoint whose
+    method configuration (reward, advantage estimator) changed. New interactions never re-train on their own."""
+    return (
+        ~AutomationCondition.missing()
+        & AutomationCondition.any_deps_match(AutomationCondition.data_version_changed()).allow(
+            AssetSelection.assets("method_configs")
+        )
+        & ~AutomationCondition.any_deps_missing()
+        & ~AutomationCondition.in_progress()
+    )

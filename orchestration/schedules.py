@@ -11,6 +11,11 @@ observe_raw_files = define_asset_job(
     "observe_raw_files", selection=AssetSelection.keys("raw_domain_files"), description="Hash every domain's raw files."
 )
 
+observe_method_configs = define_asset_job(
+    "observe_method_configs", selection=AssetSelection.keys("method_configs"),
+    description="Hash every trained method's reward configuration (run after changing one; re-trains only that method).",
+)
+
 nightly_profile_refresh = ScheduleDefinition(
     name="nightly_profile_refresh", job=observe_raw_files, cron_schedule="0 2 * * *", execution_timezone="UTC"
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 
@@ -34,3 +35,29 @@ def paired_significance(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     out["t_pvalue"] = float(stats.ttest_rel(a, b).pvalue)
     out["wilcoxon_pvalue"] = float(stats.wilcoxon(a, b, zero_method="wilcox").pvalue)
     return out
+
+
+REFERENCE_METHOD = "blue"
+# Contexts without a profile are compared with BLUE's history+profile context (the paper's 10H+BLUE vs 10-H).
+REFERENCE_CONTEXT = {"P": "P", "10H+P": "10H+P", "All-H": "10H+P", "10-H": "10H+P"}
+
+
+def compare_with_reference(scores: pd.DataFrame, value: str, reference: str = REFERENCE_METHOD) -> pd.DataFrame:
+    """Per (domain, method, context): paired tests of the rows' per-example `value` against the reference method
+    on the same examples. Columns vs_context, n_paired, mean_diff_vs_ref (row - reference), t/wilcoxon p-values;
+    NaN where the reference method is absent or the row is the reference itself."""
+    key = ["domain", "user_id", "cut"]
+    ref = scores[scores["method"] == reference]
+    rows = []
+    for (domain, method, context), group in scores.groupby(["domain", "method", "context"], sort=False):
+        vs = REFERENCE_CONTEXT.get(context)
+        out = {"domain": domain, "method": method, "context": context, "vs_context": vs or "", "n_paired": 0,
+               "mean_diff_vs_ref": float("nan"), "t_pvalue_vs_ref": float("nan"), "wilcoxon_pvalue_vs_ref": float("nan")}
+        other = ref[(ref["domain"] == domain) & (ref["context"] == vs)] if vs else ref.iloc[0:0]
+        if method != reference and len(other):
+            paired = group.merge(other[[*key, value]], on=key, suffixes=("", "_ref"))
+            test = paired_significance(paired[value].to_numpy(), paired[f"{value}_ref"].to_numpy())
+            out.update(n_paired=len(paired), mean_diff_vs_ref=test["mean_diff"], t_pvalue_vs_ref=test["t_pvalue"],
+                       wilcoxon_pvalue_vs_ref=test["wilcoxon_pvalue"])
+        rows.append(out)
+    return pd.DataFrame(rows)

@@ -8,12 +8,25 @@ import io
 import pandas as pd
 
 
-def grouped_bars_png(table: pd.DataFrame, value: str, title: str) -> bytes:
-    """One bar per (method, context), grouped by domain."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def grouped_bars_png(table: pd.DataFrame, value: str, title: str) -> bytes:
+    """One bar per (method, context), grouped by domain."""
+    plt = _pyplot()
 
     pivot = table.assign(series=table["method"] + " · " + table["context"]).pivot_table(
         index="domain", columns="series", values=value, aggfunc="mean"
@@ -24,10 +37,26 @@ def grouped_bars_png(table: pd.DataFrame, value: str, title: str) -> bytes:
     ax.set_title(title)
     ax.legend(fontsize=7, ncols=2)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
+
+
+def reward_curve_png(log: list[dict], title: str) -> bytes:
+    """Mean reward and each reward term per training step, with KL on a second axis."""
+    plt = _pyplot()
+    frame = pd.DataFrame(log).set_index("step")
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    for column in ["reward_mean", *[c for c in frame.columns if c.startswith("reward/")]]:
+        ax.plot(frame.index, frame[column], marker="o", markersize=3, label=column.removeprefix("reward/"))
+    ax.set_xlabel("step")
+    ax.set_ylabel("reward")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncols=2)
+    if "kl" in frame:
+        kl = ax.twinx()
+        kl.plot(frame.index, frame["kl"], color="grey", linestyle="--", label="KL")
+        kl.set_ylabel("KL to reference", color="grey")
+    fig.tight_layout()
+    return _png(fig)
 
 
 def markdown_image(png: bytes, alt: str) -> str:

@@ -35,7 +35,12 @@ class _ChatLLMResource(ConfigurableResource):
         return Path(self.weights_dir) if self.weights_dir else packaged_weights_dir(store)
 
     def chat(self, store: LocalModelStore) -> ChatLM:
+        """The shared, never-modified model of this process."""
         return _chat(str(self.resolve_weights(store)), self.dtype, self.compute.mesh(), self.batch_size)
+
+    def fresh_chat(self, store: LocalModelStore) -> ChatLM:
+        """A private copy whose weights may be trained or replaced by a checkpoint's."""
+        return ChatLM(self.resolve_weights(store), dtype=self.dtype, mesh=self.compute.mesh(), batch_size=self.batch_size)
 
 
 class ProfilerLLMResource(_ChatLLMResource):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import duckdb
+import pandas as pd
+from dagster import ConfigurableResource
+from dagster._utils.backoff import backoff
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from resources.settings import warehouse_path
@@ -12,3 +16,29 @@ WAREHOUSE_SCHEMA = "profiles"
 
 def duckdb_warehouse(database: str | None = None) -> DuckDBPandasIOManager:
     return DuckDBPandasIOManager(database=database or warehouse_path(), schema=WAREHOUSE_SCHEMA)
+
+
+class WarehouseReader(ConfigurableResource):
+    """Reads rows of the warehouse that the IO manager cannot hand over as an input."""
+
+    database: str
+    schema_name: str = WAREHOUSE_SCHEMA
+
+    def domain_rows(self, table: str, domain: str) -> pd.DataFrame:
+        """Rows of one domain from a table that gathers many partitions (e.g. every method's generated
+        profiles); empty when the table does not exist yet (no method trained), where the IO manager would fail
+        the run. Connects like the IO manager, retrying while another process holds the file's write lock."""
+        con = backoff(
+            fn=duckdb.connect, retry_on=(RuntimeError, duckdb.IOException),
+            kwargs={"database": self.database, "read_only": False}, max_retries=10,
+        )
+        try:
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                [self.schema_name, table],
+            ).fetchone()[0]
+            if not exists:
+                return pd.DataFrame()
+            return con.execute(f"SELECT * FROM {self.schema_name}.{table} WHERE domain = ?", [domain]).fetchdf()
+        finally:
+            con.close()

@@ -39,5 +39,22 @@ os.environ["PROFILEKIT_DATA_DIR"] = str(TEST_DATA)
 os.environ["PROFILEKIT_DOMAINS"] = str(TEST_DATA / "domains.yaml")
 os.environ["PROFILEKIT_MAX_EVAL_USERS"] = "12"
 os.environ["PROFILEKIT_MAX_QA_USERS"] = "3"
+os.environ["PROFILEKIT_SOURCE_DOMAIN"] = "amazon-fixture"  # trained methods profile every domain from this one
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("PROFILEKIT_WAREHOUSE", None)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_dir() -> Path:
+    """A tiny random-init llama with the packaged SmolLM2's tokenizer and chat template (trains in seconds)."""
+    from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
+    from tests.tiny_llm import write_tiny_chat_lm
+
+    store = TEST_DATA / "store"
+    tokenizer_dir = export_gguf_to_hf(
+        packaged_gguf(store / "sources"), store / "profiler_base_weights" / "smollm2-135m-instruct" / "hf"
+    )
+    return write_tiny_chat_lm(TEST_DATA / "tiny-chat", tokenizer_dir)

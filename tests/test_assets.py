@@ -2,7 +2,7 @@
 
 import duckdb
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, MultiPartitionKey
 
 from orchestration.definitions import defs
 from resources.settings import warehouse_path
@@ -81,6 +81,44 @@ def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance):
     emb = instance.get_latest_data_version_record(AssetKey("item_embeddings"), partition_key="amazon-fixture")
     meta = emb.asset_materialization.metadata
     assert meta["encoded_now"].value == 0 and meta["from_cache"].value == 200
+
+
+def _metadata(instance, asset, partition):
+    record = instance.get_latest_data_version_record(AssetKey(asset), partition_key=partition)
+    return record.asset_materialization.metadata, record.asset_materialization.tags.get("dagster/data_version")
+
+
+def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instance, tiny_chat_dir):
+    """BLUE trained on the (test) source domain by the real assets, with a tiny profiler so it takes seconds."""
+    key = MultiPartitionKey({"method": "blue", "domain": "amazon-fixture"})
+    tiny = {
+        "profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}},
+        "training": {"config": {"steps": 2, "users_per_step": 2, "rollouts": 2, "max_new_tokens": 12}},
+    }
+    job = defs.resolve_job_def("profiler_training")
+    assert job.execute_in_process(partition_key=key, instance=instance, run_config={"resources": tiny}).success
+    meta, version = _metadata(instance, "profiler_checkpoint", key)
+    assert meta["step"].value == 2 and meta["trained_now"].value == 2 and meta["train_examples"].value == 24
+    assert meta["reward_curve"].value.startswith("![reward curve](data:image/png;base64,")
+    profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.generated_profiles WHERE domain = ?", "amazon-fixture")
+    assert len(profiles) == 6 and set(profiles["method"]) == {"blue"} and set(profiles["model_version"]) == {version}
+
+    again = defs.resolve_job_def("profiler_training").execute_in_process(
+        partition_key=key, instance=instance, run_config={"resources": tiny}
+    )
+    assert again.success
+    meta2, version2 = _metadata(instance, "profiler_checkpoint", key)
+    assert meta2["trained_now"].value == 0 and meta2["resumed_from"].value == 2 and version2 == version
+
+    assert defs.resolve_job_def("evaluation").execute_in_process(partition_key="amazon-fixture", instance=instance).success
+    metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain = ?", "amazon-fixture")
+    assert {("blue", "P"), ("blue", "10H+P"), ("Base", "P"), ("history", "10-H")} <= set(zip(metrics["method"], metrics["context"]))
+    base = metrics[(metrics["method"] == "Base") & (metrics["context"] == "10H+P")].iloc[0]
+    assert base["vs_context"] == "10H+P" and base["n_paired"] == 6 and 0.0 <= base["t_pvalue_vs_ref"] <= 1.0
+    blue = metrics[metrics["method"] == "blue"]
+    assert blue["t_pvalue_vs_ref"].isna().all()  # the reference itself
+    qa = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_metrics WHERE domain = ?", "amazon-fixture")
+    assert {("blue", "P"), ("blue", "10H+P")} <= set(zip(qa["method"], qa["context"]))
 
 
 def test_bad_local_files_fail_with_a_message_naming_the_file(instance):

@@ -9,13 +9,14 @@ from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from orchestration.definitions import defs
 
 SOURCE = AssetKey("raw_domain_files")
+CONFIGS = AssetKey("method_configs")
 
 
 def _graph_partitions():
     graph = defs.resolve_asset_graph()
     out = []
     for key in graph.get_all_asset_keys():
-        if key == SOURCE or not graph.get(key).is_materializable:
+        if key in (SOURCE, CONFIGS) or not graph.get(key).is_materializable:
             continue
         pdef = graph.get(key).partitions_def
         out.extend((key, p) for p in (pdef.get_partition_keys() if pdef else [None]))
@@ -26,16 +27,32 @@ def _materialize(instance, key, partition, version):
     instance.report_runless_asset_event(AssetMaterialization(key, partition=partition, tags={DATA_VERSION_TAG: version}))
 
 
-def _observe(instance, domain, version):
-    instance.report_runless_asset_event(AssetObservation(SOURCE, partition=domain, tags={DATA_VERSION_TAG: version}))
+def _observe(instance, domain, version, key=SOURCE):
+    instance.report_runless_asset_event(AssetObservation(key, partition=domain, tags={DATA_VERSION_TAG: version}))
 
 
-def _requested(result) -> set[tuple[str, str | None]]:
-    return {
-        (key.to_user_string(), partition)
-        for key in defs.resolve_asset_graph().get_all_asset_keys()
-        for partition in result.get_requested_partitions(key)
-    }
+def _dim(partition, name):
+    """One dimension of a method x domain partition key; a plain domain key is its own domain."""
+    return partition.keys_by_dimension[name] if hasattr(partition, "keys_by_dimension") else partition
+
+
+def _run_automation(instance, cursor):
+    """Evaluate ticks until nothing more is requested, materializing each wave with new content."""
+    requested = set()
+    for tick in range(10):
+        result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        cursor = result.cursor
+        wave = {
+            (key.to_user_string(), partition)
+            for key in defs.resolve_asset_graph().get_all_asset_keys()
+            for partition in result.get_requested_partitions(key)
+        }
+        if not wave:
+            return requested
+        requested |= wave
+        for name, partition in wave:
+            _materialize(instance, AssetKey(name), partition, f"v2-{tick}")
+    raise AssertionError("automation did not settle in 10 ticks")
 
 
 @pytest.fixture()
@@ -44,6 +61,8 @@ def settled():
     with DagsterInstance.ephemeral() as instance:
         for domain in defs.resolve_asset_graph().get(SOURCE).partitions_def.get_partition_keys():
             _observe(instance, domain, "raw-1")
+        for method in defs.resolve_asset_graph().get(CONFIGS).partitions_def.get_partition_keys():
+            _observe(instance, method, "cfg-1", CONFIGS)
         for key, partition in _graph_partitions():
             _materialize(instance, key, partition, "v1")
         first = evaluate_automation_conditions(defs=defs, instance=instance)
@@ -62,20 +81,27 @@ def test_identical_rebuild_requests_nothing_downstream(settled):
 def test_changed_raw_file_reruns_only_that_domain_down_to_its_metrics(settled):
     instance, cursor = settled
     _observe(instance, "ml-100k", "raw-2")
-    requested: set[tuple[str, str | None]] = set()
-    for tick in range(10):
-        result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        cursor = result.cursor
-        wave = _requested(result)
-        if not wave:
-            break
-        requested |= wave
-        for name, partition in wave:  # the rebuilt assets get new content
-            _materialize(instance, AssetKey(name), partition, f"v2-{tick}")
-    assert {p for _, p in requested} == {"ml-100k"}
+    requested = _run_automation(instance, cursor)
+    assert {_dim(p, "domain") for _, p in requested} == {"ml-100k"}
     names = {n for n, _ in requested}
     assert {"interactions", "items", "filtered_histories", "candidate_sets", "item_embeddings", "base_profiles",
-            "rec_metrics", "rec_example_scores", "qa_metrics", "qa_example_scores"} == names
+            "generated_profiles", "rec_metrics", "rec_example_scores", "qa_metrics", "qa_example_scores"} == names
+    assert "profiler_checkpoint" not in names  # new interactions re-profile with the current checkpoints, never re-train
+    methods = defs.resolve_asset_graph().get(CONFIGS).partitions_def.get_partition_keys()
     total = len(_graph_partitions())
     print(f"changed raw file of ml-100k: {len(requested)} of {total} asset-partitions requested")
-    assert len(requested) == 10 and total > 30
+    assert len(requested) == 10 + len(methods) and total > 100
+
+
+def test_changed_method_config_retrains_only_that_method_and_its_profiles_and_metrics(settled):
+    instance, cursor = settled
+    _observe(instance, "rlaif", "cfg-2", CONFIGS)
+    requested = _run_automation(instance, cursor)
+    names = {n for n, _ in requested}
+    assert names == {"profiler_checkpoint", "generated_profiles", "rec_example_scores", "rec_metrics",
+                     "qa_example_scores", "qa_metrics"}
+    assert {_dim(p, "method") for n, p in requested if n in ("profiler_checkpoint", "generated_profiles")} == {"rlaif"}
+    domains = defs.resolve_asset_graph().get(SOURCE).partitions_def.get_partition_keys()
+    total = len(_graph_partitions())
+    print(f"changed rlaif reward config: {len(requested)} of {total} asset-partitions requested")
+    assert len(requested) == 6 * len(domains)  # checkpoints, profiles and 4 metric tables of every domain

@@ -18,7 +18,7 @@ from flax import nnx
 from profilekit.llm.grpo_step import completion_logps, grpo_loss
 from profilekit.llm.model import load_lm
 from tests.conftest import ROOT, TEST_DATA
-from tests.tiny_llm import write_tiny_chat_lm, write_tiny_lm
+from tests.tiny_llm import write_tiny_lm
 
 PAD = 0
 B, G, W, T = 2, 3, 12, 7
@@ -80,17 +80,6 @@ def test_loss_terms_on_a_hand_made_case():
     assert float(aux["pg_loss"]) == pytest.approx(-0.5)
     assert float(aux["kl_loss"]) == pytest.approx((kl00 / 2 + 0.0) / 2)
     assert float(loss) == pytest.approx(-0.5 + 0.5 * kl00 / 4)
-
-
-@pytest.fixture(scope="module")
-def tiny_chat_dir():
-    from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
-
-    store = TEST_DATA / "store"
-    tokenizer_dir = export_gguf_to_hf(
-        packaged_gguf(store / "sources"), store / "profiler_base_weights" / "smollm2-135m-instruct" / "hf"
-    )
-    return write_tiny_chat_lm(TEST_DATA / "tiny-chat", tokenizer_dir)
 
 
 TRAIN_SETUP = """
