@@ -1,4 +1,5 @@
-"""JAX compute: platform and device mesh. The profiler's weights and inputs are placed on this mesh."""
+"""JAX compute: platform, multi-host initialisation and device mesh. The profiler's weights and inputs are placed
+on this mesh (tunix's sharding rules over the 'fsdp' and 'tp' axes)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,16 @@ from functools import lru_cache
 
 import jax
 from dagster import ConfigurableResource
+
+
+@lru_cache(maxsize=1)
+def _initialize_distributed(coordinator_address: str, num_processes: int, process_id: int) -> None:
+    """Once per process. On TPU pods every argument is discovered from the environment (leave them empty);
+    elsewhere (a CPU test, GPU hosts) they must be given."""
+    kwargs = {}
+    if coordinator_address:
+        kwargs = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
+    jax.distributed.initialize(**kwargs)
 
 
 @lru_cache(maxsize=8)
@@ -25,15 +36,25 @@ def _mesh(platform: str, shape: tuple[int, ...], axis_names: tuple[str, ...]) ->
 
 
 class ComputeResource(ConfigurableResource):
-    """`platform`: cpu | gpu | tpu. Axis names follow tunix's sharding rules ('fsdp', 'tp')."""
+    """`platform`: cpu | gpu | tpu. Axis names follow tunix's sharding rules ('fsdp', 'tp').
+
+    `distributed`: initialise multi-host JAX (a TPU pod slice: every host runs the same step, the mesh spans all
+    hosts' devices) before the mesh is built; `coordinator_address` / `num_processes` / `process_id` only where
+    the platform does not discover them (TPU does)."""
 
     platform: str = "cpu"
     mesh_shape: list[int] = [1, 1]
     axis_names: list[str] = ["fsdp", "tp"]
+    distributed: bool = False
+    coordinator_address: str = ""
+    num_processes: int = 1
+    process_id: int = 0
 
     def mesh(self) -> jax.sharding.Mesh:
         if self.platform not in ("cpu", "gpu", "tpu"):
             raise ValueError(f"platform must be cpu, gpu or tpu, got {self.platform!r}")
         if len(self.mesh_shape) != len(self.axis_names):
             raise ValueError("mesh_shape and axis_names must have the same length")
+        if self.distributed:
+            _initialize_distributed(self.coordinator_address, self.num_processes, self.process_id)
         return _mesh(self.platform, tuple(self.mesh_shape), tuple(self.axis_names))

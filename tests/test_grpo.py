@@ -217,3 +217,26 @@ def test_one_sharded_grpo_step_on_a_two_device_mesh_equals_the_unsharded_step():
     assert out["devices"] == 2 and out["mesh_devices"] == 2 and out["single_devices"] == 1
     assert out["mesh"] == pytest.approx(out["single"], rel=1e-5, abs=1e-7)
     assert np.allclose(out["mesh_emb"], out["single_emb"], atol=1e-6)
+
+
+DISTRIBUTED = """
+import json, socket
+import jax
+from resources.compute import ComputeResource
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+mesh = ComputeResource(platform="cpu", mesh_shape=[2, 1], distributed=True, coordinator_address=f"127.0.0.1:{port}",
+                       num_processes=1, process_id=0).mesh()
+print(json.dumps({"processes": jax.process_count(), "mesh_devices": mesh.devices.size,
+                  "initialized": jax.distributed.is_initialized()}))
+"""
+
+
+def test_distributed_compute_initialises_multi_host_jax_before_building_the_mesh():
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", DISTRIBUTED], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {"processes": 1, "mesh_devices": 2, "initialized": True}
