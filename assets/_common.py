@@ -18,8 +18,18 @@ TABLE_OUT = {
     "io_manager_key": "warehouse",
 }
 PARTITIONED = {**TABLE_OUT, "partitions_def": domain_partitions}
-# Steps that run the profiler or judge LLM; the executor runs at most one of them at a time.
-LLM_HEAVY = {"profilekit/llm": "heavy"}
+# Steps that run the profiler or judge LLM: locally the executor runs at most one of them at a time; on k8s
+# (the gcp environment) each gets a pod on a TPU slice node.
+TPU_POD = {
+    "container_config": {"resources": {"requests": {"cpu": "8", "memory": "64Gi"}, "limits": {"google.com/tpu": "4"}}},
+    "pod_spec_config": {
+        "node_selector": {
+            "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+            "cloud.google.com/gke-tpu-topology": "2x2",
+        }
+    },
+}
+LLM_HEAVY = {"profilekit/llm": "heavy", "dagster-k8s/config": TPU_POD}
 
 
 def typed(schema) -> dict:

@@ -20,7 +20,7 @@ from profilekit.protocol import CatalogTooSmallError, filter_histories, sample_c
 from profilekit.readers import DataError, read_domain
 from profilekit.schemas import candidate_sets_schema, filtered_histories_schema, interactions_schema, items_schema
 from profilekit.sources import SourceError, source_fingerprint
-from resources.model_store import LocalModelStore
+from resources.model_store import ModelStore
 from resources.protocol import ProtocolResource
 
 @observable_source_asset(partitions_def=PARTITIONED["partitions_def"], group_name="data", required_resource_keys={"model_store"})
@@ -45,7 +45,7 @@ def raw_domain_files(context) -> DataVersionsByPartition:
     partitions_def=PARTITIONED["partitions_def"],
     deps=[raw_domain_files],
 )
-def domain_tables(context: AssetExecutionContext, model_store: LocalModelStore):
+def domain_tables(context: AssetExecutionContext, model_store: ModelStore):
     """Read one domain's raw files (wheel or local directory); skipped lines are counted per reason."""
     source = load_registry()[context.partition_key]
     try:

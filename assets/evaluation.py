@@ -18,7 +18,7 @@ from profilekit.schemas import qa_example_scores_schema, qa_metrics_schema, rec_
 from profilekit.vectors import load_item_vectors, save_item_vectors
 from resources.embedder import EmbedderResource
 from resources.llm import JudgeLLMResource
-from resources.model_store import LocalModelStore
+from resources.model_store import ModelStore
 from resources.protocol import ProtocolResource
 from resources.warehouse import WarehouseReader
 
@@ -49,7 +49,7 @@ def _with_significance(metrics: pd.DataFrame, scores: pd.DataFrame, value: str) 
 
 @asset(partitions_def=domain_partitions, automation_condition=on_upstream_data_change(), code_version="1", group_name="embeddings")
 def item_embeddings(
-    context: AssetExecutionContext, items: pd.DataFrame, embedder: EmbedderResource, model_store: LocalModelStore
+    context: AssetExecutionContext, items: pd.DataFrame, embedder: EmbedderResource, model_store: ModelStore
 ) -> MaterializeResult:
     """L2-normalised item-text vectors of the frozen embedder; cached by embedder version + text hash."""
     model = embedder.load()
@@ -60,7 +60,7 @@ def item_embeddings(
     return MaterializeResult(
         data_version=DataVersion(digest),
         metadata={
-            "path": MetadataValue.path(str(path)),
+            "path": MetadataValue.path(model_store.commit(path)),
             "items": len(items),
             "dim": int(vectors.shape[1]),
             "embedder_version": model.version,
@@ -85,7 +85,7 @@ def recommendation_eval(
     items: pd.DataFrame,
     base_profiles: pd.DataFrame,
     embedder: EmbedderResource,
-    model_store: LocalModelStore,
+    model_store: ModelStore,
     protocol: ProtocolResource,
     warehouse_reader: WarehouseReader,
 ):
@@ -127,7 +127,7 @@ def qa_eval(
     interactions: pd.DataFrame,
     base_profiles: pd.DataFrame,
     judge_llm: JudgeLLMResource,
-    model_store: LocalModelStore,
+    model_store: ModelStore,
     protocol: ProtocolResource,
     warehouse_reader: WarehouseReader,
 ):

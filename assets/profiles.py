@@ -16,12 +16,12 @@ from profilekit.protocol import eval_users
 from profilekit.schemas import profiles_schema
 from profilekit.training import load_trained_policy
 from resources.llm import ProfilerLLMResource
-from resources.model_store import LocalModelStore
+from resources.model_store import ModelStore
 from resources.protocol import ProtocolResource
 
 
 @asset(code_version="1", group_name="profiler", automation_condition=on_upstream_data_change())
-def profiler_base_weights(profiler_llm: ProfilerLLMResource, model_store: LocalModelStore) -> MaterializeResult:
+def profiler_base_weights(profiler_llm: ProfilerLLMResource, model_store: ModelStore) -> MaterializeResult:
     """HF-layout safetensors of the profiler: the packaged SmolLM2 GGUF dequantised once (lossy copy of the
     original weights), or the user's own directory; the data version is the directory's content hash."""
     weights = profiler_llm.resolve_weights(model_store)
@@ -71,7 +71,7 @@ def base_profiles(
     filtered_histories: pd.DataFrame,
     items: pd.DataFrame,
     profiler_llm: ProfilerLLMResource,
-    model_store: LocalModelStore,
+    model_store: ModelStore,
     protocol: ProtocolResource,
 ):
     """Zero-shot profiles of the evaluated test users (temperature 0.7), with token counts and seconds; only
@@ -98,7 +98,7 @@ def generated_profiles(
     filtered_histories: pd.DataFrame,
     items: pd.DataFrame,
     profiler_llm: ProfilerLLMResource,
-    model_store: LocalModelStore,
+    model_store: ModelStore,
     protocol: ProtocolResource,
 ):
     """Profiles of a domain's evaluated test users written by a trained method's checkpoint (the one trained on
@@ -109,6 +109,7 @@ def generated_profiles(
         raise Failure(f"no {method} checkpoint trained on {source_domain()}: materialize profiler_checkpoint "
                       f"partition {method}|{source_domain()} first")
     checkpoint = json.loads(pointer.read_text())
-    chat, _ = load_trained_policy(profiler_llm.fresh_chat(model_store), checkpoint["run_dir"])
+    run_dir = model_store.path("profiler_checkpoint", method, checkpoint["run"])
+    chat, _ = load_trained_policy(profiler_llm.fresh_chat(model_store), run_dir)
     examples = _evaluated_examples(filtered_histories, protocol)
     yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, checkpoint["digest"])

@@ -24,7 +24,7 @@ from profilekit.training import METHODS, RewardModels, method_fingerprint, run_k
 from profilekit.vectors import load_item_vectors
 from resources.embedder import EmbedderResource
 from resources.llm import JudgeLLMResource, ProfilerLLMResource
-from resources.model_store import LocalModelStore
+from resources.model_store import ModelStore
 from resources.protocol import ProtocolResource
 from resources.training import TrainingResource
 
@@ -49,7 +49,7 @@ def method_configs() -> DataVersionsByPartition:
 def profiler_checkpoint(
     context: AssetExecutionContext, filtered_histories: pd.DataFrame, candidate_sets: pd.DataFrame, items: pd.DataFrame,
     profiler_llm: ProfilerLLMResource, judge_llm: JudgeLLMResource, embedder: EmbedderResource,
-    model_store: LocalModelStore, protocol: ProtocolResource, training: TrainingResource,
+    model_store: ModelStore, protocol: ProtocolResource, training: TrainingResource,
 ) -> MaterializeResult:
     """GRPO training of the profiler on the domain's train users with the method's reward; orbax step
     checkpoints, resumed after an interruption; a run that already reached `steps` is not retrained."""
@@ -60,16 +60,18 @@ def profiler_checkpoint(
                              config.history_budget_tokens, protocol.recent_k, protocol.seed)
     vectors = load_item_vectors(model_store.path("item_embeddings", domain, "items.npz"), emb.version)
     judge = judge_llm.chat(model_store) if method.reward.kind in ("rlpf", "rlaif") else None
-    run_dir = model_store.path("profiler_checkpoint", method.name,
-                               f"{domain}/{run_key(method, config, policy.version, frame_version(filtered_histories).value)}")
-    result = train_profiler(policy, data, method, config, run_dir, RewardModels(emb, vectors, judge), log=context.log.info)
-    pointer = {"run_dir": str(run_dir), "step": result.step, "digest": result.digest, "base_version": policy.version}
-    model_store.path("profiler_checkpoint", method.name, f"{domain}/current.json").write_text(json.dumps(pointer))
+    run = f"{domain}/{run_key(method, config, policy.version, frame_version(filtered_histories).value)}"
+    run_dir = model_store.path("profiler_checkpoint", method.name, run)  # fetched when another machine trained it
+    result = train_profiler(policy, data, method, config, run_dir, RewardModels(emb, vectors, judge),
+                            log=context.log.info, on_step=lambda _: model_store.commit(run_dir))
+    pointer = model_store.path("profiler_checkpoint", method.name, f"{domain}/current.json")
+    pointer.write_text(json.dumps({"run": run, "step": result.step, "digest": result.digest, "base_version": policy.version}))
+    model_store.commit(pointer)
     curve = pd.DataFrame(result.log)
     return MaterializeResult(
         data_version=DataVersion(result.digest),
         metadata={
-            "path": MetadataValue.path(str(run_dir)), "step": result.step, "trained_now": result.trained_now,
+            "path": MetadataValue.path(model_store.commit(run_dir)), "step": result.step, "trained_now": result.trained_now,
             "resumed_from": result.resumed_from if result.resumed_from is not None else -1,
             "train_examples": len(data), "seconds": round(result.seconds, 1),
             "final_reward_mean": float(curve["reward_mean"].iloc[-1]) if len(curve) else float("nan"),

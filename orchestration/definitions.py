@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, load_assets_from_modules, multiprocess_executor
+from dagster import Definitions, load_assets_from_modules
 
 from assets import data, evaluation, profiles, training
 from jobs.pipelines import default_graph_job, domain_data_job, evaluation_job, profiler_training_job, profiling_job
 from orchestration.schedules import nightly_profile_refresh, observe_method_configs, observe_raw_files, profile_automation
-from orchestration.resources import local_resources
+from orchestration.resources import environment
+
+resources, executor = environment()
 
 defs = Definitions(
     assets=load_assets_from_modules([data, profiles, training, evaluation]),
@@ -15,9 +17,6 @@ defs = Definitions(
           observe_method_configs],
     schedules=[nightly_profile_refresh],
     sensors=[profile_automation],
-    resources=local_resources(),
-    # One DuckDB file and 2 CPU cores: at most two steps at once, and one LLM-heavy step at a time.
-    executor=multiprocess_executor.configured(
-        {"max_concurrent": 2, "tag_concurrency_limits": [{"key": "profilekit/llm", "value": "heavy", "limit": 1}]}
-    ),
+    resources=resources,
+    executor=executor,
 )

@@ -10,7 +10,7 @@ from dagster import ConfigurableResource
 from profilekit.llm.sampler import SamplingConfig
 from profilekit.profiler import ChatLM
 from resources.compute import ComputeResource
-from resources.model_store import LocalModelStore
+from resources.model_store import ModelStore
 
 PACKAGED_PROFILER = "smollm2-135m-instruct"
 
@@ -20,7 +20,7 @@ def _chat(weights_dir: str, dtype: str, mesh, batch_size: int) -> ChatLM:
     return ChatLM(weights_dir, dtype=dtype, mesh=mesh, batch_size=batch_size)
 
 
-def packaged_weights_dir(store: LocalModelStore) -> Path:
+def packaged_weights_dir(store: ModelStore) -> Path:
     """Where `profiler_base_weights` exports the packaged GGUF model as an HF-layout directory."""
     return store.path("profiler_base_weights", PACKAGED_PROFILER, "hf")
 
@@ -31,14 +31,14 @@ class _ChatLLMResource(ConfigurableResource):
     dtype: str = "float32"
     batch_size: int = 8
 
-    def resolve_weights(self, store: LocalModelStore) -> Path:
+    def resolve_weights(self, store: ModelStore) -> Path:
         return Path(self.weights_dir) if self.weights_dir else packaged_weights_dir(store)
 
-    def chat(self, store: LocalModelStore) -> ChatLM:
+    def chat(self, store: ModelStore) -> ChatLM:
         """The shared, never-modified model of this process."""
         return _chat(str(self.resolve_weights(store)), self.dtype, self.compute.mesh(), self.batch_size)
 
-    def fresh_chat(self, store: LocalModelStore) -> ChatLM:
+    def fresh_chat(self, store: ModelStore) -> ChatLM:
         """A private copy whose weights may be trained or replaced by a checkpoint's."""
         return ChatLM(self.resolve_weights(store), dtype=self.dtype, mesh=self.compute.mesh(), batch_size=self.batch_size)
 

@@ -21,6 +21,13 @@ def duckdb_warehouse(database: str | None = None) -> DuckDBPandasIOManager:
 class WarehouseReader(ConfigurableResource):
     """Reads rows of the warehouse that the IO manager cannot hand over as an input."""
 
+    def domain_rows(self, table: str, domain: str) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+class DuckDBWarehouseReader(WarehouseReader):
+    """The DuckDB file of the `local` environment."""
+
     database: str
     schema_name: str = WAREHOUSE_SCHEMA
 
@@ -42,3 +49,22 @@ class WarehouseReader(ConfigurableResource):
             return con.execute(f"SELECT * FROM {self.schema_name}.{table} WHERE domain = ?", [domain]).fetchdf()
         finally:
             con.close()
+
+
+class BigQueryWarehouseReader(WarehouseReader):
+    """The same reads against the BigQuery dataset of the `gcp` environment."""
+
+    project: str
+    dataset: str = WAREHOUSE_SCHEMA
+
+    def domain_rows(self, table: str, domain: str) -> pd.DataFrame:
+        from google.api_core.exceptions import NotFound
+        from google.cloud import bigquery
+
+        client = bigquery.Client(project=self.project)
+        query = f"SELECT * FROM `{self.project}.{self.dataset}.{table}` WHERE domain = @domain"
+        params = [bigquery.ScalarQueryParameter("domain", "STRING", domain)]
+        try:
+            return client.query(query, job_config=bigquery.QueryJobConfig(query_parameters=params)).to_dataframe()
+        except NotFound:
+            return pd.DataFrame()

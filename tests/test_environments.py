@@ -1,0 +1,154 @@
+"""Both environments load and validate; the GCS model store round-trips artifacts through gcp-storage-emulator on
+127.0.0.1; two domain partitions materializing at once into one DuckDB file lose nothing."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import duckdb
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+CHECK_GCP = """
+import json
+import orchestration.definitions as d
+defs = d.defs
+jobs = ["default_graph", "domain_data", "evaluation", "profiler_training", "profiling", "observe_raw_files"]
+for job in jobs:
+    defs.resolve_job_def(job)
+tags = defs.resolve_assets_def("profiler_checkpoint").op.tags
+print(json.dumps({
+    "executor": defs.resolve_job_def("default_graph").executor_def.name,
+    "resources": {k: type(v).__name__ for k, v in defs.resources.items()},
+    "platform": defs.resources["compute"].platform,
+    "distributed": defs.resources["compute"].distributed,
+    "k8s_tag": "dagster-k8s/config" in tags,
+}))
+"""
+
+
+def _load(env_name: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROFILEKIT_GCP") and k != "PROFILEKIT_GCS_BUCKET"}
+    env["PROFILEKIT_ENV"] = env_name
+    return subprocess.run([sys.executable, "-W", "ignore", "-c", CHECK_GCP], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=300)
+
+
+def test_gcp_definitions_load_without_any_secret_in_the_environment():
+    done = _load("gcp")
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["executor"] == "k8s" and out["platform"] == "tpu" and out["distributed"] and out["k8s_tag"]
+    assert out["resources"]["warehouse"] == "BigQueryPandasIOManager"
+    assert out["resources"]["warehouse_reader"] == "BigQueryWarehouseReader"
+    assert out["resources"]["model_store"] == "GCSModelStore"
+
+
+def test_local_definitions_and_an_unknown_environment():
+    local = _load("local")
+    assert local.returncode == 0, local.stderr[-3000:]
+    out = json.loads(local.stdout.strip().splitlines()[-1])
+    assert out["executor"] == "multiprocess" and out["resources"]["warehouse"] == "DuckDBPandasIOManager"
+    bad = _load("azure")
+    assert bad.returncode != 0 and "PROFILEKIT_ENV='azure': choose one of ['gcp', 'local']" in bad.stderr
+
+
+@pytest.fixture()
+def gcs_emulator(monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
+    proc = subprocess.Popen([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
+                             "--default-bucket", "profiles-test"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            assert time.time() < deadline and proc.poll() is None, "emulator did not start"
+            time.sleep(0.2)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    yield "profiles-test"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_gcs_model_store_round_trips_files_and_an_orbax_checkpoint(gcs_emulator, tmp_path):
+    import jax.numpy as jnp
+    import optax
+
+    from profilekit.training import CheckpointStore
+    from resources.model_store import GCSModelStore
+
+    writer = GCSModelStore(root=str(tmp_path / "pod-a"), bucket=gcs_emulator)
+    reader = GCSModelStore(root=str(tmp_path / "pod-b"), bucket=gcs_emulator)
+
+    vectors = writer.path("item_embeddings", "ml-100k", "items.npz")
+    np.savez(vectors, v=np.arange(6.0))
+    assert writer.commit(vectors) == f"gs://{gcs_emulator}/profilekit/item_embeddings/ml-100k/items.npz"
+
+    params = {"w": jnp.arange(12.0).reshape(3, 4), "b": jnp.ones(4)}
+    opt_state = optax.adam(1e-3).init(params)
+    run_dir = writer.path("profiler_checkpoint", "blue", "ml-1m/run-1")
+    store = CheckpointStore(run_dir)
+    store.save(3, params, opt_state, [{"step": 3, "reward_mean": -1.5}])
+    store.close()
+    writer.commit(run_dir)
+    other = writer.path("profiler_checkpoint", "blue", "ml-1m/run-10")  # a sibling whose name extends run-1
+    (other / "marker").parent.mkdir(parents=True, exist_ok=True)
+    (other / "marker").write_text("x")
+    writer.commit(other)
+
+    with np.load(reader.path("item_embeddings", "ml-100k", "items.npz")) as data:
+        assert data["v"].tolist() == list(range(6))
+    fetched = reader.path("profiler_checkpoint", "blue", "ml-1m/run-1")
+    assert not (tmp_path / "pod-b" / "profiler_checkpoint" / "blue" / "ml-1m" / "run-10").exists()
+    restored = CheckpointStore(fetched)
+    assert restored.latest_step() == 3
+    got, got_opt, log = restored.restore(3, params, opt_state)
+    restored.close()
+    assert all(np.array_equal(got[k], params[k]) for k in params) and log == [{"step": 3, "reward_mean": -1.5}]
+    assert np.array_equal(got_opt[0].mu["w"], opt_state[0].mu["w"])
+
+
+CONCURRENT = """
+import json, sys
+from dagster import AssetSelection, DagsterInstance, materialize, load_assets_from_modules
+from assets import data
+from orchestration.resources import local_resources
+assets = load_assets_from_modules([data])
+result = materialize(assets, partition_key=sys.argv[1], resources=local_resources(), instance=DagsterInstance.ephemeral(),
+                     selection=AssetSelection.groups("data") - AssetSelection.assets("raw_domain_files"))
+rows = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata["rows"].value
+        for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+print(json.dumps(rows))
+sys.exit(0 if result.success else 1)
+"""
+
+
+def test_two_partitions_materializing_at_once_into_one_duckdb_file_lose_nothing(tmp_path):
+    env = {**os.environ, "PROFILEKIT_WAREHOUSE": str(tmp_path / "shared.duckdb")}
+    procs = {
+        domain: subprocess.Popen([sys.executable, "-W", "ignore", "-c", CONCURRENT, domain], cwd=ROOT, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for domain in ("amazon-fixture", "refresh-fixture")
+    }
+    reported = {}
+    for domain, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        reported[domain] = json.loads(out.strip().splitlines()[-1])
+    with duckdb.connect(str(tmp_path / "shared.duckdb"), read_only=True) as con:
+        for domain, rows in reported.items():
+            assert set(rows) == {"interactions", "items", "filtered_histories", "candidate_sets"}
+            for table, n in rows.items():
+                stored = con.execute(f"SELECT count(*) FROM profiles.{table} WHERE domain = ?", [domain]).fetchone()[0]
+                assert stored == n > 0, (domain, table, stored, n)
