@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, DataVersion, MetadataValue, Output
+from dagster import AssetCheckResult, AssetCheckSeverity, BackfillPolicy, DataVersion, MetadataValue, Output
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from orchestration.automation import on_upstream_data_change
@@ -17,7 +17,10 @@ TABLE_OUT = {
     "automation_condition": on_upstream_data_change(),
     "io_manager_key": "warehouse",
 }
-PARTITIONED = {**TABLE_OUT, "partitions_def": domain_partitions}
+# A backfill of "all domains" (or a chosen set, or method x domain) from the UI becomes one run per partition:
+# independent, retried alone, and throttled by the executor's and run queue's limits.
+ONE_PARTITION_PER_RUN = BackfillPolicy.multi_run(max_partitions_per_run=1)
+PARTITIONED = {**TABLE_OUT, "partitions_def": domain_partitions, "backfill_policy": ONE_PARTITION_PER_RUN}
 # Steps that run the profiler or judge LLM: locally the executor runs at most one of them at a time; on k8s
 # (the gcp environment) each gets a pod on a TPU slice node.
 TPU_POD = {

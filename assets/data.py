@@ -13,7 +13,7 @@ from dagster import (
     observable_source_asset,
 )
 
-from assets._common import PARTITIONED, TABLE_OUT, check_result, table_output, typed
+from assets._common import ONE_PARTITION_PER_RUN, PARTITIONED, TABLE_OUT, check_result, table_output, typed
 from profilekit.checks import candidate_violations, history_length_violations
 from profilekit.domains import load_registry
 from profilekit.protocol import CatalogTooSmallError, filter_histories, sample_candidates
@@ -43,6 +43,7 @@ def raw_domain_files(context) -> DataVersionsByPartition:
         "items": AssetOut(**TABLE_OUT, code_version="1", **typed(items_schema), group_name="data"),
     },
     partitions_def=PARTITIONED["partitions_def"],
+    backfill_policy=ONE_PARTITION_PER_RUN,
     deps=[raw_domain_files],
 )
 def domain_tables(context: AssetExecutionContext, model_store: ModelStore):

@@ -3,7 +3,7 @@
 import pandas as pd
 from dagster import AssetDep, AssetExecutionContext, AssetOut, DataVersion, MaterializeResult, MetadataValue, asset, multi_asset
 
-from assets._common import LLM_HEAVY, TABLE_OUT, table_output, typed
+from assets._common import ONE_PARTITION_PER_RUN, LLM_HEAVY, TABLE_OUT, table_output, typed
 from orchestration.automation import on_upstream_data_change
 from orchestration.partitions import domain_partitions, from_domain
 from profilekit.contexts import history_contexts, profile_contexts
@@ -47,7 +47,7 @@ def _with_significance(metrics: pd.DataFrame, scores: pd.DataFrame, value: str) 
     return metrics.merge(compare_with_reference(scores, value), on=["domain", "method", "context"], how="left")
 
 
-@asset(partitions_def=domain_partitions, automation_condition=on_upstream_data_change(), code_version="1", group_name="embeddings")
+@asset(partitions_def=domain_partitions, backfill_policy=ONE_PARTITION_PER_RUN, automation_condition=on_upstream_data_change(), code_version="1", group_name="embeddings")
 def item_embeddings(
     context: AssetExecutionContext, items: pd.DataFrame, embedder: EmbedderResource, model_store: ModelStore
 ) -> MaterializeResult:
@@ -76,6 +76,7 @@ def item_embeddings(
         "rec_metrics": AssetOut(**TABLE_OUT, code_version="3", **typed(rec_metrics_schema), group_name="evaluation"),
     },
     partitions_def=domain_partitions,
+    backfill_policy=ONE_PARTITION_PER_RUN,
     deps=["item_embeddings", TRAINED_PROFILES],
 )
 def recommendation_eval(
@@ -116,6 +117,7 @@ def recommendation_eval(
         "qa_metrics": AssetOut(**TABLE_OUT, code_version="2", **typed(qa_metrics_schema), group_name="evaluation"),
     },
     partitions_def=domain_partitions,
+    backfill_policy=ONE_PARTITION_PER_RUN,
     deps=[TRAINED_PROFILES],
     op_tags=LLM_HEAVY,
 )

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 from dagster import AssetDep, AssetExecutionContext, AssetIn, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 
-from assets._common import LLM_HEAVY, PARTITIONED, table_output, typed
+from assets._common import ONE_PARTITION_PER_RUN, LLM_HEAVY, PARTITIONED, table_output, typed
 from orchestration.automation import on_upstream_data_change
 from orchestration.partitions import from_domain, from_source_checkpoint, method_domain_partitions, source_domain
 from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
@@ -83,6 +83,7 @@ def base_profiles(
 
 @asset(
     partitions_def=method_domain_partitions,
+    backfill_policy=ONE_PARTITION_PER_RUN,
     metadata={"partition_expr": {"method": "method", "domain": "domain"}},
     io_manager_key="warehouse",
     automation_condition=on_upstream_data_change(),

@@ -15,7 +15,7 @@ from dagster import (
     observable_source_asset,
 )
 
-from assets._common import LLM_HEAVY, frame_version
+from assets._common import ONE_PARTITION_PER_RUN, LLM_HEAVY, frame_version
 from assets.profiles import profiler_base_weights
 from orchestration.automation import on_method_config_change
 from orchestration.partitions import from_domain, from_method, method_domain_partitions, method_partitions
@@ -38,6 +38,7 @@ def method_configs() -> DataVersionsByPartition:
 
 @asset(
     partitions_def=method_domain_partitions,
+    backfill_policy=ONE_PARTITION_PER_RUN,
     code_version="1",
     group_name="training",
     ins={name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "candidate_sets", "items")},

@@ -152,3 +152,19 @@ def test_two_partitions_materializing_at_once_into_one_duckdb_file_lose_nothing(
             for table, n in rows.items():
                 stored = con.execute(f"SELECT count(*) FROM profiles.{table} WHERE domain = ?", [domain]).fetchone()[0]
                 assert stored == n > 0, (domain, table, stored, n)
+
+
+def test_every_partitioned_asset_backfills_one_partition_per_run_over_every_registry_domain():
+    from orchestration.definitions import defs
+    from profilekit.domains import load_registry
+
+    graph = defs.resolve_asset_graph()
+    partitioned = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable and graph.get(k).partitions_def]
+    assert len(partitioned) >= 12
+    for key in partitioned:
+        node = graph.get(key)
+        policy = node.backfill_policy
+        assert policy is not None and policy.max_partitions_per_run == 1, key  # multi-run, one partition each
+        pdef = node.partitions_def
+        domains = pdef.get_partitions_def_for_dimension("domain") if hasattr(pdef, "partitions_defs") else pdef
+        assert domains.get_partition_keys() == list(load_registry()), key
