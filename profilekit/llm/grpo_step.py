@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 from tunix.models.gemma3 import model as gemma3_lib
 
 from profilekit.llm.model import hidden_states, init_cache, project_logits, scanned_hidden_states, stack_cache
@@ -161,7 +162,11 @@ class PolicyTrainer:
         self.params = params
         self.ref_params = jax.tree.map(jnp.copy, params)  # own buffers: the policy's are donated every step
         self.tx = tx
-        self.opt_state = tx.init(params)
+        # Committed to its devices like the outputs of a step, so the second step reuses the first step's
+        # compilation (optax's uncommitted step counter had made every run compile the step twice).
+        first = jax.tree.leaves(params)[0].sharding
+        replicated = NamedSharding(first.mesh, PartitionSpec()) if isinstance(first, NamedSharding) else first
+        self.opt_state = jax.tree.map(lambda x: x if x.committed else jax.device_put(x, replicated), tx.init(params))
         self.geometry = geometry
         self._step = jax.jit(partial(_train_step, self.graphdef, tx, geometry), donate_argnums=(0, 2))
 
