@@ -10,21 +10,22 @@ rarely constant). A step is everything from sampling the rollouts to having the 
   `_pad_batch`, `PolicyTrainer.step` (reference log-probs and the policy's forward + backward in one jitted
   function; no old-policy pass since there is one update per batch), then `write_into` + `reload_weights`;
 - tunix: one `GRPOLearner` global step: rollout of B·G rows (each prompt prefilled G times, left-padded to
-  --tunix-prompt-length), reference log-probs pass, reward and advantages, one actor train step, weight sync
-  (tunix 0.1.7 skips the old-policy pass when num_iterations is 1);
+  --tunix-prompt-length), reference log-probs pass, reward and advantages, one actor train step (no old-policy
+  pass when num_iterations is 1, and no weight sync: on one mesh the rollout shares the actor's weights);
 - trl: one optimizer step of `GRPOTrainer` (timed from `on_step_begin` to `on_step_end`): transformers `generate`
   for B·G rows, reference log-probs pass, loss forward + backward, gradient clipping, optimizer step (trl skips
   the old-policy pass when generation and optimizer steps are aligned, as here).
 
-The first step includes JIT compilation (JAX) or first-call warm-up (torch), so it is reported apart; "steady" is
-the mean of the remaining steps. Each contender runs alone in its own subprocess, one after another, so its peak
-RSS (ru_maxrss, which includes loading the model and its reference copy) is its own. Completions stop at EOS, so
-the tokens actually generated per rollout differ between contenders; they are reported next to the times.
+The first step (--warmup steps) includes JIT compilation (JAX) or first-call warm-up (torch), so it is reported
+apart; "steady" is the mean of the remaining steps, and every step's time is printed too. Each contender runs alone
+in its own subprocess, one after another, so its peak RSS (ru_maxrss, which includes loading the model and its
+reference copy) is its own. Completions stop at EOS, so the tokens actually generated per rollout differ between
+contenders; they are reported next to the times.
 
 These are measurements for docs, not tests: they depend on the machine and on what else runs on it.
 
     .venv/bin/python bench/grpo_step.py [--model DIR] [--prompts 4] [--rollouts 4] [--new-tokens 85] [--steps 3]
-                                        [--only ours,tunix,trl]
+                                        [--warmup 1] [--only ours,tunix,trl]
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from profilekit.training import GRPOConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -50,11 +57,16 @@ MOVIES = [
     "[Toy Story (1995) | 5]", "[Heat (1995) | 4]", "[Fargo (1996) | 5]", "[Casablanca (1942) | 4]",
     "[Alien (1979) | 4]", "[The Godfather (1972) | 5]", "[Jumanji (1995) | 3]", "[Braveheart (1995) | 4]",
     "[Apollo 13 (1995) | 4]", "[Pulp Fiction (1994) | 5]", "[Forrest Gump (1994) | 4]", "[The Lion King (1994) | 3]",
-    "[Twelve Monkeys (1995) | 4]", "[Se7en (1995) | 5]", "[The Usual Suspects (1995) | 5]", "[Batman Forever (1995) | 2]",
+    "[Twelve Monkeys (1995) | 4]", "[Se7en (1995) | 5]", "[The Usual Suspects (1995) | 5]",
+    "[Batman Forever (1995) | 2]",
     "[GoldenEye (1995) | 3]", "[Babe (1995) | 3]", "[Clueless (1995) | 2]", "[Die Hard (1988) | 4]",
     "[Star Wars (1977) | 5]", "[Blade Runner (1982) | 4]", "[Groundhog Day (1993) | 4]", "[Speed (1994) | 3]",
     "[Schindler's List (1993) | 5]",
 ]
+
+
+# Heavy imports (JAX, torch, the project's modules, which import JAX) live inside the functions, so the parent
+# process stays light and each worker loads only its own framework.
 
 
 def profiler_conversations(count: int, history_lines: int) -> list[list[dict]]:
@@ -71,13 +83,13 @@ def text_reward(text: str) -> float:
     return zlib.crc32(text.encode()) / 2**32
 
 
-def prompt_token_counts(tokenizer, conversations: list[list[dict]]) -> list[int]:
+def prompt_token_counts(tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict]]) -> list[int]:
     """Chat-templated prompt lengths, as `ChatLM.encode_chat` and trl tokenize them."""
     encoded = [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True) for m in conversations]
     return [len(e["input_ids"] if hasattr(e, "keys") else e) for e in encoded]
 
 
-def shared_config(args: argparse.Namespace):
+def shared_config(args: argparse.Namespace) -> GRPOConfig:
     """The project's trainer config at this geometry: the single source of every hyperparameter all three use."""
     from profilekit.training import GRPOConfig
 
@@ -140,7 +152,9 @@ def run_tunix(args: argparse.Namespace) -> dict:
     conversations = profiler_conversations(args.prompts, args.history_lines)
     # tunix samples from strings; its tokenizer adapter prepends BOS (<|im_start|> for SmolLM2) and then drops it
     # as a duplicate of the template's first token, so it sees the same ids as the other two contenders.
-    texts = np.array([tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in conversations])
+    texts = np.array(
+        [tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in conversations]
+    )
     # jax.make_mesh defaults to Explicit axes, which tunix's models cannot trace under; tunix itself builds Auto ones.
     mesh = jax.make_mesh((1, 1), ("fsdp", "tp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
     rollout = RolloutConfig(
@@ -224,7 +238,7 @@ def run_trl(args: argparse.Namespace) -> dict:
 
     def profile_reward(completions: list[list[dict]], completion_ids: list[list[int]], **_) -> list[float]:
         # trl keeps the EOS in completion_ids; the other two contenders count tokens without it.
-        generated.extend(len(ids) - (bool(ids) and ids[-1] == tokenizer.eos_token_id) for ids in completion_ids)
+        generated.extend(sum(t != tokenizer.eos_token_id for t in ids) for ids in completion_ids)
         return [text_reward(c[0]["content"].strip()) for c in completions]
 
     with tempfile.TemporaryDirectory() as output_dir:
@@ -332,15 +346,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4, help="B: prompts per step")
     parser.add_argument("--rollouts", type=int, default=4, help="G: rollouts per prompt")
     parser.add_argument("--new-tokens", type=int, default=85, help="N: max new tokens per rollout")
-    parser.add_argument("--steps", type=int, default=4, help="GRPO steps, warm-up included")
-    # Two: the project's PolicyTrainer compiles its update twice (optax's step counter starts as an uncommitted
-    # array, so the second call sees a new argument sharding), so a single warm-up step leaves a compile in
-    # "steady" for ours. The same count applies to every contender.
-    parser.add_argument("--warmup", type=int, default=2, help="leading steps reported apart (compilation, warm-up)")
+    parser.add_argument("--steps", type=int, default=3, help="GRPO steps, warm-up included")
+    parser.add_argument("--warmup", type=int, default=1, help="leading steps reported apart (compilation, warm-up)")
     parser.add_argument("--history-lines", type=int, default=11, help="movie lines per prompt (11: ~270 tokens)")
     parser.add_argument("--tunix-prompt-length", type=int, default=512,
                         help="tunix's static prompt width (its own choice for a ~270-token prompt: next power of 2)")
-    parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated subset of " + ",".join(CONTENDERS))
+    parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated subset of %(default)s")
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.warmup < args.steps:
@@ -352,8 +363,8 @@ def main() -> None:
     if unknown := set(names) - set(CONTENDERS):
         parser.error(f"unknown contenders {sorted(unknown)}; choose from {','.join(CONTENDERS)}")
     argv = ["--model", str(args.model), "--prompts", str(args.prompts), "--rollouts", str(args.rollouts),
-            "--new-tokens", str(args.new_tokens), "--steps", str(args.steps), "--history-lines", str(args.history_lines),
-            "--tunix-prompt-length", str(args.tunix_prompt_length)]
+            "--new-tokens", str(args.new_tokens), "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--history-lines", str(args.history_lines), "--tunix-prompt-length", str(args.tunix_prompt_length)]
     results = {}
     for name in names:  # one at a time: concurrent contenders would share the cores and distort each other
         print(f"running {name} ...", file=sys.stderr, flush=True)
