@@ -35,8 +35,15 @@ TPU_POD = {
 LLM_HEAVY = {"profilekit/llm": "heavy", "dagster-k8s/config": TPU_POD}
 
 
+_DAGSTER_TYPES: dict[str, object] = {}
+
+
 def typed(schema) -> dict:
-    return {"dagster_type": pandera_schema_to_dagster_type(schema)}
+    """The pandera schema as a Dagster type, made once per schema: assets sharing a schema (Base and trained
+    profiles) must share the type, since Dagster type names are unique."""
+    if schema.name not in _DAGSTER_TYPES:
+        _DAGSTER_TYPES[schema.name] = pandera_schema_to_dagster_type(schema)
+    return {"dagster_type": _DAGSTER_TYPES[schema.name]}
 
 
 # Wall-time measurements differ on every run; they must not make an identical result look new.

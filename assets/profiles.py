@@ -110,7 +110,10 @@ def generated_profiles(
         raise Failure(f"no {method} checkpoint trained on {source_domain()}: materialize profiler_checkpoint "
                       f"partition {method}|{source_domain()} first")
     checkpoint = json.loads(pointer.read_text())
-    run_dir = model_store.path("profiler_checkpoint", method, checkpoint["run"])
-    chat, _ = load_trained_policy(profiler_llm.fresh_chat(model_store), run_dir)
+    chat = profiler_llm.fresh_chat(model_store)
+    if checkpoint["base_version"] != chat.version:
+        raise Failure(f"the {method} checkpoint was trained from profiler weights {checkpoint['base_version']}, the "
+                      f"profiler_llm resource now loads {chat.version}: re-materialize profiler_checkpoint")
+    chat, _ = load_trained_policy(chat, model_store.path("profiler_checkpoint", method, checkpoint["run"]))
     examples = _evaluated_examples(filtered_histories, protocol)
     yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, checkpoint["digest"])

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA = ROOT / ".data" / "test"
 # Downloaded wheels are kept between test sessions; everything else starts empty.
 for stale in (
-    "warehouse.duckdb", "store/embedding_cache", "store/generation_cache", "store/item_embeddings", "fixtures"
+    "warehouse.duckdb", "store/embedding_cache", "store/generation_cache", "store/item_embeddings",
+    "store/profiler_checkpoint", "fixtures",
 ):
     target = TEST_DATA / stale
     if target.is_dir():

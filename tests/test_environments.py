@@ -16,8 +16,10 @@ from tests.conftest import ROOT
 
 CHECK_GCP = """
 import json
+from dagster import Definitions
 import orchestration.definitions as d
 defs = d.defs
+Definitions.validate_loadable(defs)  # what the webserver and `dagster definitions validate` check
 jobs = ["default_graph", "domain_data", "evaluation", "profiler_training", "profiling", "observe_raw_files"]
 for job in jobs:
     defs.resolve_job_def(job)
