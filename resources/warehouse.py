@@ -5,8 +5,9 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 from dagster import ConfigurableResource
+from dagster._core.definitions.metadata import TableMetadataSet
 from dagster._utils.backoff import backoff
-from dagster_duckdb_pandas import DuckDBPandasIOManager
+from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from resources.settings import warehouse_path
 
@@ -14,8 +15,39 @@ from resources.settings import warehouse_path
 WAREHOUSE_SCHEMA = "profiles"
 
 
+class _ColumnEvolvingHandler(DuckDBPandasTypeHandler):
+    """Writes a partition even when a newer code version added columns to the table: the new columns are added
+    (older partitions read NULL there) and rows are inserted by column name. The stock handler inserts by
+    position and fails on the first partition written after such an upgrade."""
+
+    def handle_output(self, context, table_slice, obj: pd.DataFrame, connection):
+        table = f"{table_slice.schema}.{table_slice.table}"
+        exists = connection.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [table_slice.schema, table_slice.table],
+        ).fetchone()[0]
+        if not exists or obj.empty:
+            return super().handle_output(context, table_slice, obj, connection)
+        have = {row[0] for row in connection.execute(f"DESCRIBE {table}").fetchall()}
+        types = {row[0]: row[1] for row in connection.execute("DESCRIBE SELECT * FROM obj").fetchall()}
+        for column in obj.columns:
+            if column not in have:
+                connection.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {types[column]}')
+        connection.execute(f"INSERT INTO {table} BY NAME SELECT * FROM obj")
+        rows = {"partition_row_count" if context.has_partition_key else "row_count": obj.shape[0]}
+        context.add_output_metadata({**TableMetadataSet(storage_kind="duckdb", **rows)})
+
+
+class ProfilesDuckDBIOManager(DuckDBPandasIOManager):
+    """dagster-duckdb-pandas with column-evolving writes (see `_ColumnEvolvingHandler`)."""
+
+    @staticmethod
+    def type_handlers():
+        return [_ColumnEvolvingHandler()]
+
+
 def duckdb_warehouse(database: str | None = None) -> DuckDBPandasIOManager:
-    return DuckDBPandasIOManager(database=database or warehouse_path(), schema=WAREHOUSE_SCHEMA)
+    return ProfilesDuckDBIOManager(database=database or warehouse_path(), schema=WAREHOUSE_SCHEMA)
 
 
 class WarehouseReader(ConfigurableResource):

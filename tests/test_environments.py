@@ -170,3 +170,26 @@ def test_every_partitioned_asset_backfills_one_partition_per_run_over_every_regi
         pdef = node.partitions_def
         domains = pdef.get_partitions_def_for_dimension("domain") if hasattr(pdef, "partitions_defs") else pdef
         assert domains.get_partition_keys() == list(load_registry()), key
+
+
+def test_a_new_column_in_one_partition_does_not_break_a_table_written_by_older_code(tmp_path):
+    import pandas as pd
+    from dagster import StaticPartitionsDefinition, asset, materialize
+
+    from resources.warehouse import duckdb_warehouse
+
+    parts = StaticPartitionsDefinition(["old", "new"])
+
+    def version(columns):
+        @asset(name="scores", partitions_def=parts, metadata={"partition_expr": "domain"})
+        def scores(context) -> pd.DataFrame:
+            return pd.DataFrame({"domain": [context.partition_key], **{c: [1.0] for c in columns}})
+
+        return scores
+
+    io = {"io_manager": duckdb_warehouse(str(tmp_path / "w.duckdb"))}
+    assert materialize([version(["ndcg10"])], partition_key="old", resources=io).success
+    assert materialize([version(["p_value", "ndcg10"])], partition_key="new", resources=io).success  # upgraded code
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT domain, ndcg10, p_value FROM profiles.scores ORDER BY domain").fetchall()
+    assert rows == [("new", 1.0, 1.0), ("old", 1.0, None)]
