@@ -55,7 +55,7 @@ def test_local_definitions_and_an_unknown_environment():
     local = _load("local")
     assert local.returncode == 0, local.stderr[-3000:]
     out = json.loads(local.stdout.strip().splitlines()[-1])
-    assert out["executor"] == "multiprocess" and out["resources"]["warehouse"] == "DuckDBPandasIOManager"
+    assert out["executor"] == "multiprocess" and out["resources"]["warehouse"] == "ProfilesDuckDBIOManager"
     bad = _load("azure")
     assert bad.returncode != 0 and "PROFILEKIT_ENV='azure': choose one of ['gcp', 'local']" in bad.stderr
 
@@ -79,8 +79,8 @@ def gcs_emulator(monkeypatch):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     yield "profiles-test"
-    proc.terminate()
-    proc.wait(timeout=10)
+    proc.kill()  # the emulator's server threads ignore SIGTERM
+    proc.wait(timeout=30)
 
 
 def test_gcs_model_store_round_trips_files_and_an_orbax_checkpoint(gcs_emulator, tmp_path):
