@@ -11,7 +11,7 @@ from profilekit.embedder import EmbeddingCache
 from profilekit.evaluation import score_contexts, summarize
 from profilekit.metrics import compare_with_reference
 from profilekit.plots import grouped_bars_png, markdown_image
-from profilekit.protocol import eval_users
+from profilekit.protocol import eval_examples
 from profilekit.profiler import GenerationCache
 from profilekit.qa import answer_questions, question_sets, summarize_qa
 from profilekit.schemas import qa_example_scores_schema, qa_metrics_schema, rec_example_scores_schema, rec_metrics_schema
@@ -24,11 +24,6 @@ from resources.warehouse import WarehouseReader
 
 # Every trained method's profiles of the domain (methods never trained simply have no rows).
 TRAINED_PROFILES = AssetDep("generated_profiles", partition_mapping=from_domain)
-
-
-def _evaluated(histories: pd.DataFrame, protocol: ProtocolResource, limit: int | None = None) -> pd.DataFrame:
-    users = eval_users(histories, protocol.get())[:limit]
-    return histories[(histories["split"] == "test") & histories["user_id"].isin(set(users))]
 
 
 def _md(table: pd.DataFrame) -> MetadataValue:
@@ -94,7 +89,7 @@ def recommendation_eval(
     per-example scores kept, and each method paired-tested against BLUE on the same examples."""
     model, proto = embedder.load(), protocol.get()
     item_vectors = load_item_vectors(model_store.path("item_embeddings", context.partition_key, "items.npz"), model.version)
-    examples = _evaluated(filtered_histories, protocol)
+    examples = eval_examples(filtered_histories, protocol.get())
     trained = warehouse_reader.domain_rows("generated_profiles", context.partition_key)
     contexts = pd.concat(
         [
@@ -136,7 +131,7 @@ def qa_eval(
     """Next-item multiple choice (accuracy) and rating (MAE) answered by the judge LLM from each context, with
     each method's accuracy paired-tested against BLUE's."""
     proto = protocol.get()
-    examples = _evaluated(filtered_histories, protocol, proto.max_qa_users)
+    examples = eval_examples(filtered_histories, proto, proto.max_qa_users)
     judge = judge_llm.chat(model_store)
     trained = warehouse_reader.domain_rows("generated_profiles", context.partition_key)
     contexts = pd.concat(

@@ -12,7 +12,7 @@ from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
 from profilekit.sources import dir_content_hash
 from profilekit.profiler import GenerationCache, generate_profiles
 from profilekit.prompts import PROMPT_VERSION
-from profilekit.protocol import eval_users
+from profilekit.protocol import eval_examples
 from profilekit.schemas import profiles_schema
 from profilekit.training import load_trained_policy
 from resources.llm import ProfilerLLMResource
@@ -53,9 +53,20 @@ def _profile_table(context, chat, examples, items, profiler_llm, model_store, me
     )
 
 
-def _evaluated_examples(filtered_histories: pd.DataFrame, protocol: ProtocolResource) -> pd.DataFrame:
-    users = set(eval_users(filtered_histories, protocol.get()))
-    return filtered_histories[(filtered_histories["split"] == "test") & filtered_histories["user_id"].isin(users)]
+def trained_profiler(method: str, profiler_llm: ProfilerLLMResource, model_store: ModelStore):
+    """The profiler with `method`'s checkpoint trained on the source domain, and that checkpoint's digest (the
+    version its generations are cached under)."""
+    pointer = model_store.path("profiler_checkpoint", method, f"{source_domain()}/current.json")
+    if not pointer.exists():
+        raise Failure(f"no {method} checkpoint trained on {source_domain()}: materialize profiler_checkpoint "
+                      f"partition {method}|{source_domain()} first")
+    checkpoint = json.loads(pointer.read_text())
+    chat = profiler_llm.fresh_chat(model_store)
+    if checkpoint["base_version"] != chat.version:
+        raise Failure(f"the {method} checkpoint was trained from profiler weights {checkpoint['base_version']}, the "
+                      f"profiler_llm resource now loads {chat.version}: re-materialize profiler_checkpoint")
+    chat, _ = load_trained_policy(chat, model_store.path("profiler_checkpoint", method, checkpoint["run"]))
+    return chat, checkpoint["digest"]
 
 
 @asset(
@@ -77,7 +88,7 @@ def base_profiles(
     """Zero-shot profiles of the evaluated test users (temperature 0.7), with token counts and seconds; only
     users whose prompt changed since an earlier run are generated again (the nightly refresh relies on it)."""
     chat = profiler_llm.chat(model_store)
-    examples = _evaluated_examples(filtered_histories, protocol)
+    examples = eval_examples(filtered_histories, protocol.get())
     yield _profile_table(context, chat, examples, items, profiler_llm, model_store, "Base", chat.version)
 
 
@@ -105,15 +116,6 @@ def generated_profiles(
     """Profiles of a domain's evaluated test users written by a trained method's checkpoint (the one trained on
     the source domain), at inference temperature 0.7; unchanged users come from the generation cache."""
     method = context.partition_key.keys_by_dimension["method"]
-    pointer = model_store.path("profiler_checkpoint", method, f"{source_domain()}/current.json")
-    if not pointer.exists():
-        raise Failure(f"no {method} checkpoint trained on {source_domain()}: materialize profiler_checkpoint "
-                      f"partition {method}|{source_domain()} first")
-    checkpoint = json.loads(pointer.read_text())
-    chat = profiler_llm.fresh_chat(model_store)
-    if checkpoint["base_version"] != chat.version:
-        raise Failure(f"the {method} checkpoint was trained from profiler weights {checkpoint['base_version']}, the "
-                      f"profiler_llm resource now loads {chat.version}: re-materialize profiler_checkpoint")
-    chat, _ = load_trained_policy(chat, model_store.path("profiler_checkpoint", method, checkpoint["run"]))
-    examples = _evaluated_examples(filtered_histories, protocol)
-    yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, checkpoint["digest"])
+    chat, version = trained_profiler(method, profiler_llm, model_store)
+    examples = eval_examples(filtered_histories, protocol.get())
+    yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, version)

@@ -1,13 +1,14 @@
-"""Asset jobs: per-domain data and evaluation, and per (method, domain) training and profiling."""
+"""Asset jobs: per-domain data and evaluation, per (method, domain) training and profiling, and the SCL grid."""
 
 from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
-from orchestration.partitions import domain_partitions, method_domain_partitions
+from orchestration.partitions import domain_partitions, method_domain_partitions, scl_partitions
 
 TRAINING = AssetSelection.assets("profiler_checkpoint", "generated_profiles")
-DOMAIN_ASSETS = AssetSelection.all() - TRAINING - AssetSelection.assets("method_configs")
+ADAPTATION = AssetSelection.groups("adaptation")
+DOMAIN_ASSETS = AssetSelection.all() - TRAINING - ADAPTATION - AssetSelection.assets("method_configs")
 
 default_graph_job = define_asset_job(
     "default_graph",
@@ -36,4 +37,15 @@ profiler_training_job = define_asset_job(
 profiling_job = define_asset_job(
     "profiling", selection=AssetSelection.assets("generated_profiles"), partitions_def=method_domain_partitions,
     description="Profiles of a domain's test users with a method's checkpoint trained on the source domain.",
+)
+scl_adaptation_job = define_asset_job(
+    "scl_adaptation",
+    selection=AssetSelection.assets("scl_training_pairs", "scl_embedder", "scl_example_scores"),
+    partitions_def=scl_partitions,
+    description="Adapt the embedder with SCL on a (context method, domain) and score the domain's test users with "
+    "it; the source domain's partitions first, since every domain's cross-domain scores use them.",
+)
+scl_evaluation_job = define_asset_job(
+    "scl_evaluation", selection=AssetSelection.assets("scl_metrics"), partitions_def=domain_partitions,
+    description="Cross-domain and in-domain SCL metrics of one domain, paired-tested against BLUE+SCL.",
 )

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from dagster import Definitions, load_assets_from_modules
 
-from assets import data, evaluation, profiles, training
-from jobs.pipelines import default_graph_job, domain_data_job, evaluation_job, profiler_training_job, profiling_job
+from assets import adaptation, data, evaluation, profiles, training
+from jobs.pipelines import (
+    default_graph_job, domain_data_job, evaluation_job, profiler_training_job, profiling_job, scl_adaptation_job, scl_evaluation_job,
+)
 from orchestration.schedules import nightly_profile_refresh, observe_method_configs, observe_raw_files, profile_automation
 from orchestration.resources import environment
 
 resources, executor = environment()
 
 defs = Definitions(
-    assets=load_assets_from_modules([data, profiles, training, evaluation]),
-    jobs=[default_graph_job, domain_data_job, evaluation_job, profiler_training_job, profiling_job, observe_raw_files,
-          observe_method_configs],
+    assets=load_assets_from_modules([data, profiles, training, evaluation, adaptation]),
+    jobs=[default_graph_job, domain_data_job, evaluation_job, profiler_training_job, profiling_job, scl_adaptation_job,
+          scl_evaluation_job, observe_raw_files, observe_method_configs],
     schedules=[nightly_profile_refresh],
     sensors=[profile_automation],
     resources=resources,

@@ -1,5 +1,6 @@
 """Partitions: one per domain of the registry (adding a registry entry adds a partition without code changes),
-one per trained profiler method, and method x domain for checkpoints and generated profiles."""
+one per trained profiler method, method x domain for checkpoints and generated profiles, and SCL context method x
+domain for the adapted embedders."""
 
 from __future__ import annotations
 
@@ -43,6 +44,44 @@ from_source_checkpoint = MultiPartitionMapping(
         "method": DimensionPartitionMapping("method", IdentityPartitionMapping()),
         "domain": DimensionPartitionMapping(
             "domain", StaticPartitionMapping({source_domain(): domain_partitions.get_partition_keys()})
+        ),
+    }
+)
+
+
+# SCL adapts the embedder once per user-context method (10-H alone, or 10H + the method's profile) and per
+# training domain; ablation variants of BLUE are not adapted.
+SCL_METHODS = ["history", "Base", *[m for m in ("blue", "rlaif", "rlpf", "langptune") if m in METHODS]]
+scl_method_partitions = StaticPartitionsDefinition(SCL_METHODS)
+scl_partitions = MultiPartitionsDefinition({"method": scl_method_partitions, "domain": domain_partitions})
+# A trained method's SCL pairs come from its checkpoint trained on the source domain (history and Base: none) ...
+from_scl_source_checkpoint = MultiPartitionMapping(
+    {
+        "method": DimensionPartitionMapping(
+            "method", StaticPartitionMapping({m: m for m in SCL_METHODS if m in METHODS})
+        ),
+        "domain": DimensionPartitionMapping(
+            "domain", StaticPartitionMapping({source_domain(): domain_partitions.get_partition_keys()})
+        ),
+    }
+)
+# ... and its evaluation profiles are the method's generated profiles of the evaluated domain.
+from_generated_profiles = MultiPartitionMapping(
+    {
+        "method": DimensionPartitionMapping("method", StaticPartitionMapping({m: m for m in SCL_METHODS if m in METHODS})),
+        "domain": DimensionPartitionMapping("domain", IdentityPartitionMapping()),
+    }
+)
+# Scoring a domain uses the embedder adapted on the source domain (cross-domain) and on the domain itself.
+from_scl_embedders = MultiPartitionMapping(
+    {
+        "method": DimensionPartitionMapping("method", IdentityPartitionMapping()),
+        "domain": DimensionPartitionMapping(
+            "domain",
+            StaticPartitionMapping(
+                {d: (domain_partitions.get_partition_keys() if d == source_domain() else d)
+                 for d in domain_partitions.get_partition_keys()}
+            ),
         ),
     }
 )

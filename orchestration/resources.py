@@ -18,13 +18,15 @@ from resources.llm import JudgeLLMResource, ProfilerLLMResource
 from resources.model_store import GCSModelStore, LocalModelStore
 from resources.protocol import ProtocolResource
 from resources.settings import data_dir, warehouse_path
-from resources.training import TrainingResource
+from resources.training import SCLResource, TrainingResource
 from resources.warehouse import BigQueryWarehouseReader, DuckDBWarehouseReader, WAREHOUSE_SCHEMA, duckdb_warehouse
 
 # Test users per domain that the evaluation assets profile and score on these 2-core CPUs (the paper: ~1,200),
 # and how many of them the QA judge is asked about.
 LOCAL_MAX_EVAL_USERS = 100
 LOCAL_MAX_QA_USERS = 25
+# Train users per domain whose profiles are generated for SCL pairs (the paper: every train user).
+LOCAL_MAX_SCL_USERS = 64
 
 
 def local_resources() -> dict:
@@ -37,6 +39,7 @@ def local_resources() -> dict:
         "protocol": ProtocolResource(
             max_eval_users=int(os.environ.get("PROFILEKIT_MAX_EVAL_USERS", LOCAL_MAX_EVAL_USERS)),
             max_qa_users=int(os.environ.get("PROFILEKIT_MAX_QA_USERS", LOCAL_MAX_QA_USERS)),
+            max_scl_users=int(os.environ.get("PROFILEKIT_MAX_SCL_USERS", LOCAL_MAX_SCL_USERS)),
         ),
         "compute": compute,
         "profiler_llm": ProfilerLLMResource(compute=compute, weights_dir=os.environ.get("PROFILEKIT_PROFILER_PATH", "")),
@@ -44,6 +47,7 @@ def local_resources() -> dict:
         "training": TrainingResource(
             steps=int(os.environ.get("PROFILEKIT_TRAIN_STEPS", TrainingResource.model_fields["steps"].default)),
         ),
+        "scl": SCLResource(),
     }
 
 
@@ -71,6 +75,7 @@ def gcp_resources() -> dict:
             steps=int(os.environ.get("PROFILEKIT_TRAIN_STEPS", 100)), users_per_step=64, rollouts=8,
             max_new_tokens=2048, history_budget_tokens=2048, learning_rate=1e-6,
         ),
+        "scl": SCLResource(batch_size=512, learning_rate=1e-6, epochs=1),
     }
 
 

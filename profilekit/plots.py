@@ -61,3 +61,20 @@ def reward_curve_png(log: list[dict], title: str) -> bytes:
 
 def markdown_image(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def loss_curve_png(log: list[dict], title: str) -> bytes:
+    """Training loss per step, with the learning rate on a second axis."""
+    plt = _pyplot()
+    frame = pd.DataFrame(log).set_index("step")
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    ax.plot(frame.index, frame["loss"], marker="o", markersize=3, label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    if "learning_rate" in frame:
+        lr = ax.twinx()
+        lr.plot(frame.index, frame["learning_rate"], color="grey", linestyle="--")
+        lr.set_ylabel("learning rate", color="grey")
+    fig.tight_layout()
+    return _png(fig)

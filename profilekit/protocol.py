@@ -24,6 +24,8 @@ class Protocol:
     # How many test users the evaluation assets score (stable-hash order); the full test split stays defined.
     max_eval_users: int = 1200
     max_qa_users: int = 1200
+    # How many train users (stable-hash order) give the SCL embedder its training pairs; None: every train user.
+    max_scl_users: int | None = None
 
 
 
@@ -97,6 +99,24 @@ def eval_users(histories: pd.DataFrame, protocol: Protocol) -> list[str]:
     domain = str(histories["domain"].iloc[0])
     ranked = sorted(test["user_id"].unique(), key=lambda u: (stable_user_hash(domain, u), u))
     return ranked[: protocol.max_eval_users]
+
+
+def eval_examples(histories: pd.DataFrame, protocol: Protocol, limit: int | None = None) -> pd.DataFrame:
+    """The test examples of the evaluated users (the first `limit` of them when given)."""
+    users = set(eval_users(histories, protocol)[:limit])
+    return histories[(histories["split"] == "test") & histories["user_id"].isin(users)]
+
+
+def scl_train_examples(histories: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+    """The train-split examples SCL learns from: those of the first `max_scl_users` train users in stable-hash
+    order (every train user when it is None). Test users never enter SCL training."""
+    train = histories[histories["split"] == "train"]
+    if train.empty:
+        return train
+    domain = str(train["domain"].iloc[0])
+    ranked = sorted(train["user_id"].unique(), key=lambda u: (stable_user_hash(domain, u), u))
+    chosen = set(ranked[: protocol.max_scl_users])
+    return train[train["user_id"].isin(chosen)].sort_values(["user_id", "cut"]).reset_index(drop=True)
 
 
 def sample_candidates(

@@ -170,3 +170,55 @@ qa_metrics_schema = pa.DataFrameSchema(
     strict=True,
     name="qa_metrics",
 )
+
+scl_pairs_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "user_id": _user,
+        "cut": pa.Column("int64", pa.Check.ge(0)),
+        "method": pa.Column(str),
+        "context": pa.Column(str, pa.Check.isin(["10-H", "10H+P"])),
+        "anchor": pa.Column(str, pa.Check.str_length(min_value=1)),
+        "positive": pa.Column(str, pa.Check.str_length(min_value=1)),
+        "target_item_id": pa.Column(str),
+    },
+    unique=["domain", "user_id", "cut", "method"],
+    coerce=True,
+    strict=True,
+    name="scl_pairs",
+)
+
+SCL_SETTINGS = ["cross-domain", "in-domain"]
+
+scl_example_scores_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "user_id": _user,
+        "cut": pa.Column("int64"),
+        "method": pa.Column(str),
+        "context": pa.Column(str),
+        "setting": pa.Column(str, pa.Check.isin(SCL_SETTINGS)),
+        "train_domain": pa.Column(str),
+        "embedder_version": pa.Column(str),
+        "n_candidates": pa.Column("int64", pa.Check.ge(2)),
+        "rank": pa.Column("int64", pa.Check.ge(1)),
+        "ndcg10": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "recall10": pa.Column(float, pa.Check.isin([0.0, 1.0])),
+    },
+    unique=["domain", "user_id", "cut", "method", "setting"],
+    coerce=True,
+    strict=True,
+    name="scl_example_scores",
+)
+
+scl_metrics_schema = pa.DataFrameSchema(
+    {
+        **rec_metrics_schema.columns,
+        "setting": pa.Column(str, pa.Check.isin(SCL_SETTINGS)),
+        "train_domain": pa.Column(str),
+    },
+    unique=["domain", "setting", "method", "context"],
+    coerce=True,
+    strict=True,
+    name="scl_metrics",
+)

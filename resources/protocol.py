@@ -9,7 +9,8 @@ from profilekit.protocol import Protocol
 
 class ProtocolResource(ConfigurableResource):
     """METHOD §1 values. `max_eval_users` bounds the test users the evaluation assets score (and profile);
-    `max_qa_users` the first of those that the QA judge is asked about."""
+    `max_qa_users` the first of those that the QA judge is asked about; `max_scl_users` the train users whose
+    (user text, next item) pairs adapt the SCL embedder (None: all)."""
 
     min_interactions: int = 20
     max_interactions: int = 1000
@@ -22,6 +23,7 @@ class ProtocolResource(ConfigurableResource):
     seed: int = 0
     max_eval_users: int = 1200
     max_qa_users: int = 1200
+    max_scl_users: int | None = None
 
     def get(self) -> Protocol:
         return Protocol(**self.model_dump())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource
 
+from profilekit.scl import SCLConfig
 from profilekit.training import GRPOConfig
 
 
@@ -23,3 +24,19 @@ class TrainingResource(ConfigurableResource):
 
     def config(self, advantage: str) -> GRPOConfig:
         return GRPOConfig(advantage=advantage, **self.model_dump())
+
+
+class SCLResource(ConfigurableResource):
+    """Budgets of the SCL embedder adaptation (METHOD §6): CPU defaults, the paper's values in comments. Any
+    change names a new training run; an identical one is not trained again."""
+
+    batch_size: int = 32  # paper: 512
+    learning_rate: float = 2e-5  # paper: 1e-6
+    epochs: int = 1  # paper: 1
+    max_seq_length: int = 256
+    temperature: float = 0.07  # paper: 0.07
+    warmup_ratio: float = 0.1
+    seed: int = 0
+
+    def config(self) -> SCLConfig:
+        return SCLConfig(**self.model_dump())

@@ -13,7 +13,7 @@ TEST_DATA = ROOT / ".data" / "test"
 # Downloaded wheels are kept between test sessions; everything else starts empty.
 for stale in (
     "warehouse.duckdb", "store/embedding_cache", "store/generation_cache", "store/item_embeddings",
-    "store/profiler_checkpoint", "fixtures",
+    "store/profiler_checkpoint", "store/scl_embedder", "fixtures",
 ):
     target = TEST_DATA / stale
     if target.is_dir():
@@ -26,6 +26,7 @@ from tests.native_files import write_amazon_domain  # noqa: E402
 
 FIXTURE_AMAZON = write_amazon_domain(TEST_DATA / "fixtures" / "amazon-fixture")
 REFRESH_AMAZON = write_amazon_domain(TEST_DATA / "fixtures" / "refresh-fixture", seed=1, gz=False)
+TARGET_AMAZON = write_amazon_domain(TEST_DATA / "fixtures" / "target-fixture", seed=2)  # SCL cross-domain target
 BROKEN_AMAZON = TEST_DATA / "fixtures" / "broken-fixture"
 BROKEN_AMAZON.mkdir(parents=True)
 (BROKEN_AMAZON / "Books.jsonl").write_text("{not json\n")
@@ -33,6 +34,7 @@ BROKEN_AMAZON.mkdir(parents=True)
 _registry = yaml.safe_load((ROOT / "domains.yaml").read_text())
 _registry["domains"]["amazon-fixture"] = {"format": "amazon2023", "path": str(FIXTURE_AMAZON)}
 _registry["domains"]["refresh-fixture"] = {"format": "amazon2023", "path": str(REFRESH_AMAZON)}
+_registry["domains"]["target-fixture"] = {"format": "amazon2023", "path": str(TARGET_AMAZON)}
 _registry["domains"]["broken-fixture"] = {"format": "amazon2023", "path": str(BROKEN_AMAZON)}
 (TEST_DATA / "domains.yaml").write_text(yaml.safe_dump(_registry))
 
@@ -40,6 +42,7 @@ os.environ["PROFILEKIT_DATA_DIR"] = str(TEST_DATA)
 os.environ["PROFILEKIT_DOMAINS"] = str(TEST_DATA / "domains.yaml")
 os.environ["PROFILEKIT_MAX_EVAL_USERS"] = "12"
 os.environ["PROFILEKIT_MAX_QA_USERS"] = "3"
+os.environ["PROFILEKIT_MAX_SCL_USERS"] = "16"
 os.environ["PROFILEKIT_SOURCE_DOMAIN"] = "amazon-fixture"  # trained methods profile every domain from this one
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("PROFILEKIT_WAREHOUSE", None)

@@ -121,6 +121,64 @@ def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instan
     assert {("blue", "P"), ("blue", "10H+P")} <= set(zip(qa["method"], qa["context"]))
 
 
+def _scl(instance, method, domain, resources):
+    key = MultiPartitionKey({"method": method, "domain": domain})
+    job = defs.resolve_job_def("scl_adaptation")
+    assert job.execute_in_process(partition_key=key, instance=instance, run_config={"resources": resources}).success
+    return _metadata(instance, "scl_embedder", key)
+
+
+def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instance, tiny_chat_dir):
+    """After the trained-method test: SCL adapts the real MiniLM on the source domain (amazon-fixture) for the
+    history, Base and BLUE contexts, and on a second domain for history; the grid scores both settings."""
+    resources = {
+        "profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}},
+        "scl": {"config": {"batch_size": 8, "learning_rate": 1e-4, "max_seq_length": 64}},
+    }
+    for method in ("history", "Base", "blue"):
+        meta, version = _scl(instance, method, "amazon-fixture", resources)
+        assert meta["trained_now"].value and meta["pairs"].value == 16 and meta["steps"].value == 2  # 16 users / 8
+        assert meta["embedder_version"].value == version and meta["loss_curve"].value.startswith("![SCL loss](data:image/png")
+    pairs = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.scl_training_pairs WHERE domain = ?", "amazon-fixture")
+    assert pairs.groupby("method")["context"].agg(set).to_dict() == {"history": {"10-H"}, "Base": {"10H+P"}, "blue": {"10H+P"}}
+    assert pairs["user_id"].nunique() == 16
+    test_users = set(_query(f"SELECT user_id FROM {WAREHOUSE_SCHEMA}.filtered_histories WHERE domain = ? AND split = 'test'",
+                            "amazon-fixture")["user_id"])
+    assert not test_users & set(pairs["user_id"])  # SCL never trains on a test user
+
+    again, version_again = _scl(instance, "blue", "amazon-fixture", resources)
+    assert not again["trained_now"].value and version_again == version  # same pairs and budgets: not retrained
+
+    data = [AssetKey(n) for n in ("interactions", "items", "filtered_histories", "candidate_sets")]
+    assert defs.resolve_job_def("domain_data").execute_in_process(
+        partition_key="target-fixture", instance=instance, asset_selection=data).success
+    _scl(instance, "history", "target-fixture", resources)
+    for domain in ("amazon-fixture", "target-fixture"):
+        assert defs.resolve_job_def("scl_evaluation").execute_in_process(partition_key=domain, instance=instance).success
+
+    source = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.scl_metrics WHERE domain = ?", "amazon-fixture")
+    assert set(zip(source["setting"], source["method"], source["context"])) == {
+        (s, m, c) for s in ("cross-domain", "in-domain") for m, c in (("history", "10-H"), ("Base", "10H+P"), ("blue", "10H+P"))
+    }
+    assert (source["n_examples"] == 6).all()
+    blue = source[source["method"] == "blue"]
+    assert blue["t_pvalue_vs_ref"].isna().all()
+    others = source[source["method"] != "blue"]
+    assert (others["n_paired"] == 6).all() and others["t_pvalue_vs_ref"].between(0, 1).all()
+    assert (others["vs_context"] == "10H+P").all()
+
+    target = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.scl_example_scores WHERE domain = ?", "target-fixture")
+    by_setting = target.groupby("setting")["train_domain"].agg(set).to_dict()
+    assert by_setting == {"cross-domain": {"amazon-fixture"}, "in-domain": {"target-fixture"}}
+    assert target.groupby("setting")["embedder_version"].nunique().to_dict() == {"cross-domain": 1, "in-domain": 1}
+    assert target["embedder_version"].nunique() == 2 and (target["n_candidates"] == 100).all()
+    metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.scl_metrics WHERE domain = ?", "target-fixture")
+    cross = metrics[metrics["setting"] == "cross-domain"].iloc[0]
+    per_user = target[target["setting"] == "cross-domain"]["ndcg10"]
+    assert cross["n_examples"] == len(per_user) == 6 and cross["ndcg10"] == pytest.approx(per_user.mean())
+    assert metrics["n_paired"].eq(0).all()  # no BLUE+SCL on this domain: nothing to pair with
+
+
 def test_bad_local_files_fail_with_a_message_naming_the_file(instance):
     result = _run(instance, "broken-fixture")
     assert not result.success

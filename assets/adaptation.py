@@ -1,0 +1,177 @@
+"""SCL embedder adaptation (METHOD §6) and its cross-domain / in-domain evaluation grid (§8, Tables 3 and 5).
+
+Partitioned by context method (history, Base, blue, rlaif, rlpf, langptune) x domain: a domain's embedder is
+adapted on its own train users; each evaluated domain is scored with the source domain's embedder
+(cross-domain) and with its own (in-domain)."""
+
+import json
+
+import pandas as pd
+from dagster import AssetDep, AssetExecutionContext, AssetIn, DataVersion, Failure, MaterializeResult, MetadataValue, asset
+
+from assets._common import LLM_HEAVY, ONE_PARTITION_PER_RUN, PARTITIONED, frame_version, table_output, typed
+from assets.profiles import profiler_base_weights, trained_profiler
+from orchestration.automation import on_upstream_data_change
+from orchestration.partitions import (
+    from_domain,
+    from_generated_profiles,
+    from_scl_embedders,
+    from_scl_source_checkpoint,
+    scl_partitions,
+    source_domain,
+)
+from profilekit.embedder import Embedder, EmbeddingCache
+from profilekit.evaluation import score_contexts, summarize
+from profilekit.metrics import compare_with_reference
+from profilekit.plots import grouped_bars_png, loss_curve_png, markdown_image
+from profilekit.profiler import GenerationCache, generate_profiles
+from profilekit.protocol import eval_examples, scl_train_examples
+from profilekit.scl import HISTORY, scl_run_key, train_scl, training_pairs
+from profilekit.schemas import scl_example_scores_schema, scl_metrics_schema, scl_pairs_schema
+from profilekit.sources import dir_content_hash
+from resources.embedder import EmbedderResource
+from resources.llm import ProfilerLLMResource
+from resources.model_store import ModelStore
+from resources.protocol import ProtocolResource
+from resources.training import SCLResource
+from resources.warehouse import WarehouseReader
+
+SCL_PARTITIONED = {
+    "partitions_def": scl_partitions,
+    "backfill_policy": ONE_PARTITION_PER_RUN,
+    "automation_condition": on_upstream_data_change(),
+    "group_name": "adaptation",
+}
+SCL_TABLE = {**SCL_PARTITIONED, "metadata": {"partition_expr": {"method": "method", "domain": "domain"}}, "io_manager_key": "warehouse"}
+FROM_DOMAIN = {name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "candidate_sets", "items")}
+
+
+def _pointer(model_store: ModelStore, method: str, domain: str):
+    return model_store.path("scl_embedder", domain, f"{method}/current.json")
+
+
+@asset(
+    **SCL_TABLE, code_version="1", ins={k: FROM_DOMAIN[k] for k in ("filtered_histories", "items")},
+    deps=[AssetDep("profiler_checkpoint", partition_mapping=from_scl_source_checkpoint), profiler_base_weights],
+    op_tags=LLM_HEAVY, **typed(scl_pairs_schema),
+)
+def scl_training_pairs(
+    context: AssetExecutionContext, filtered_histories: pd.DataFrame, items: pd.DataFrame,
+    profiler_llm: ProfilerLLMResource, model_store: ModelStore, protocol: ProtocolResource,
+):
+    """(user text, next item text) of the domain's SCL train users: 10-H, or 10H + the method's profile (Base:
+    zero-shot; a trained method: its source-domain checkpoint), generated through the generation cache."""
+    method = context.partition_key.keys_by_dimension["method"]
+    examples = scl_train_examples(filtered_histories, protocol.get())
+    if examples.empty:
+        raise Failure(f"domain {context.partition_key.keys_by_dimension['domain']!r} has no train users for SCL")
+    profiles, generated_now = None, 0
+    if method != HISTORY:
+        if method == "Base":
+            chat = profiler_llm.chat(model_store)
+            version = chat.version
+        else:
+            chat, version = trained_profiler(method, profiler_llm, model_store)
+        cache = GenerationCache(model_store.generation_cache, version)
+        profiles, generated_now = generate_profiles(chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache)
+    pairs = training_pairs(examples, items, profiles, protocol.recent_k, method)
+    yield table_output(pairs, train_users=int(pairs["user_id"].nunique()), profiles_generated_now=generated_now)
+
+
+@asset(**SCL_PARTITIONED, code_version="1")
+def scl_embedder(
+    context: AssetExecutionContext, scl_training_pairs: pd.DataFrame, embedder: EmbedderResource,
+    model_store: ModelStore, scl: SCLResource,
+) -> MaterializeResult:
+    """The frozen embedder fine-tuned with symmetric in-batch InfoNCE on the partition's pairs (sentence-
+    transformers trainer); saved through the model store; a run with the same pairs and budgets is not repeated."""
+    keys = context.partition_key.keys_by_dimension
+    base, config = embedder.load(), scl.config()
+    run = scl_run_key(config, base.version, frame_version(scl_training_pairs).value)
+    # The run folder holds the model and its training log (fetched together when another machine trained it).
+    model_dir = model_store.path("scl_embedder", keys["domain"], f"{keys['method']}/{run}") / "model"
+    pairs = scl_training_pairs
+    result = train_scl(base.model_path, pairs["anchor"].tolist(), pairs["positive"].tolist(), config, model_dir, context.log.info)
+    version = f"{model_dir.name}-{dir_content_hash(model_dir)}"
+    pointer = _pointer(model_store, keys["method"], keys["domain"])
+    pointer.write_text(json.dumps({"run": run, "version": version}))
+    model_store.commit(pointer)
+    log = pd.DataFrame(result.log)
+    return MaterializeResult(
+        data_version=DataVersion(version),
+        metadata={
+            "path": MetadataValue.path(model_store.commit(model_dir.parent)), "embedder_version": version,
+            "base_embedder_version": base.version, "pairs": len(pairs), "steps": result.steps,
+            "trained_now": result.trained_now, "seconds": round(result.seconds, 1),
+            "final_loss": float(log["loss"].iloc[-1]) if len(log) else float("nan"),
+            "loss_curve": MetadataValue.md(markdown_image(loss_curve_png(result.log, f"SCL {keys['method']} on {keys['domain']}"), "SCL loss")),
+            "log": MetadataValue.md(log.round(6).to_markdown(index=False)),
+        },
+    )
+
+
+def _eval_profiles(method: str, domain: str, warehouse_reader: WarehouseReader) -> pd.DataFrame | None:
+    """The method's profiles of the domain's evaluated users (None for the history context)."""
+    if method == HISTORY:
+        return None
+    table = "base_profiles" if method == "Base" else "generated_profiles"
+    rows = warehouse_reader.domain_rows(table, domain)
+    rows = rows[rows["method"] == method] if len(rows) else rows
+    if rows.empty:
+        raise Failure(f"no {method} profiles of {domain}: materialize {table} for it first")
+    return rows
+
+
+@asset(
+    **SCL_TABLE, code_version="1", ins=FROM_DOMAIN,
+    deps=[AssetDep(scl_embedder, partition_mapping=from_scl_embedders), AssetDep("base_profiles", partition_mapping=from_domain),
+          AssetDep("generated_profiles", partition_mapping=from_generated_profiles)],
+    **typed(scl_example_scores_schema),
+)
+def scl_example_scores(
+    context: AssetExecutionContext, filtered_histories: pd.DataFrame, candidate_sets: pd.DataFrame, items: pd.DataFrame,
+    model_store: ModelStore, protocol: ProtocolResource, warehouse_reader: WarehouseReader,
+):
+    """Rank, N@10 and R@10 of each evaluated test user's target with the context's adapted embedders: the one
+    adapted on the source domain (cross-domain) and the domain's own (in-domain). Item vectors are cached per
+    embedder version; a setting whose embedder does not exist yet is reported, not scored."""
+    method, domain = context.partition_key.keys_by_dimension["method"], context.partition_key.keys_by_dimension["domain"]
+    examples = eval_examples(filtered_histories, protocol.get())
+    contexts = training_pairs(examples, items, _eval_profiles(method, domain, warehouse_reader), protocol.recent_k, method)
+    contexts = contexts.rename(columns={"anchor": "text"})
+    frames, missing, encoded_now = [], [], 0
+    for setting, train_domain in (("cross-domain", source_domain()), ("in-domain", domain)):
+        pointer = _pointer(model_store, method, train_domain)
+        if not pointer.exists():
+            missing.append(f"{setting} ({method}|{train_domain})")
+            continue
+        run = json.loads(pointer.read_text())["run"]
+        model = Embedder(model_store.path("scl_embedder", train_domain, f"{method}/{run}") / "model")
+        cache = EmbeddingCache(model_store.embedding_cache, model.version)
+        vectors, now = cache.encode(items["text"].tolist(), model)
+        encoded_now += now
+        scores = score_contexts(contexts, candidate_sets, dict(zip(items["item_id"], vectors)), model, cache)
+        frames.append(scores.assign(setting=setting, train_domain=train_domain, embedder_version=model.version))
+    if not frames:
+        raise Failure(f"no SCL embedder of {method} for {domain}: materialize scl_embedder {method}|{source_domain()} "
+                      f"(cross-domain) or {method}|{domain} (in-domain) first")
+    yield table_output(pd.concat(frames, ignore_index=True), settings_missing=", ".join(missing) or "none",
+                       item_vectors_encoded_now=encoded_now)
+
+
+@asset(**PARTITIONED, code_version="1", group_name="adaptation", deps=[AssetDep(scl_example_scores, partition_mapping=from_domain)],
+       **typed(scl_metrics_schema))
+def scl_metrics(context: AssetExecutionContext, warehouse_reader: WarehouseReader):
+    """Tables 3 / 5 of the domain: mean N@10 and R@10 per setting and context with the adapted embedders, each
+    paired-tested against BLUE+SCL of the same setting on the same users."""
+    scores = warehouse_reader.domain_rows("scl_example_scores", context.partition_key)
+    if scores.empty:
+        raise Failure(f"no scl_example_scores for {context.partition_key}: materialize them first")
+    tables = []
+    for (setting, train_domain), rows in scores.groupby(["setting", "train_domain"], sort=True):
+        summary = summarize(rows).merge(compare_with_reference(rows, "ndcg10"), on=["domain", "method", "context"], how="left")
+        tables.append(summary.assign(setting=setting, train_domain=train_domain))
+    metrics = pd.concat(tables, ignore_index=True)
+    chart = grouped_bars_png(metrics.assign(domain=metrics["setting"]), "ndcg10", f"NDCG@10 with SCL on {context.partition_key}")
+    yield table_output(metrics, summary=MetadataValue.md(metrics.to_markdown(index=False, floatfmt=".4f")),
+                       chart=MetadataValue.md(markdown_image(chart, "NDCG@10 with SCL")))
