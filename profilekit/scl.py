@@ -32,8 +32,8 @@ PAIR_COLUMNS = ["domain", "user_id", "cut", "method", "context", "anchor", "posi
 class SCLConfig:
     """CPU defaults; the paper's values in comments."""
 
-    batch_size: int = 32  # paper: 512
-    learning_rate: float = 2e-5  # paper: 1e-6
+    batch_size: int = 16  # paper: 512
+    learning_rate: float = 5e-5  # paper: 1e-6 (a few hundred CPU pairs need a larger step)
     epochs: int = 1  # paper: 1
     max_seq_length: int = 256  # tokens of the user text and of the item text
     temperature: float = 0.07  # paper: 0.07

@@ -30,8 +30,8 @@ class SCLResource(ConfigurableResource):
     """Budgets of the SCL embedder adaptation (METHOD §6): CPU defaults, the paper's values in comments. Any
     change names a new training run; an identical one is not trained again."""
 
-    batch_size: int = 32  # paper: 512
-    learning_rate: float = 2e-5  # paper: 1e-6
+    batch_size: int = 16  # paper: 512
+    learning_rate: float = 5e-5  # paper: 1e-6 (a few hundred CPU pairs need a larger step)
     epochs: int = 1  # paper: 1
     max_seq_length: int = 256
     temperature: float = 0.07  # paper: 0.07

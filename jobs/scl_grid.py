@@ -1,0 +1,47 @@
+"""Materialize the SCL grid (METHOD §6, §8: Tables 3 and 5) and print its tables.
+
+For every context method: adapt the embedder on the source domain, then on each other chosen domain (in-domain),
+scoring each domain's test users with both; then the metric tables of every chosen domain. Needs the domains'
+tables and the profiles of the chosen methods (`make run` / jobs.default_run), and for a trained method its
+checkpoint on the source domain.
+"""
+
+import argparse
+import sys
+
+import duckdb
+from dagster import DagsterInstance, MultiPartitionKey
+
+from jobs.default_run import _run
+from orchestration.partitions import SCL_METHODS, source_domain
+from resources.settings import warehouse_path
+from resources.warehouse import WAREHOUSE_SCHEMA
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    source = source_domain()
+    parser.add_argument("--domains", nargs="+", default=[source], help="domains to adapt on and evaluate")
+    parser.add_argument("--methods", nargs="+", default=["history", "Base", "blue"], choices=SCL_METHODS,
+                        help="user-context methods (history = 10-H alone)")
+    args = parser.parse_args(argv)
+    instance = DagsterInstance.get()
+    domains = list(dict.fromkeys([source, *args.domains]))  # the source domain's embedders first
+    plan = [("scl_adaptation", MultiPartitionKey({"method": m, "domain": d}), {}) for d in domains for m in args.methods]
+    plan += [("scl_evaluation", d, {}) for d in args.domains]
+    for job_name, key, run_config in plan:
+        if not _run(job_name, key, instance, run_config):
+            return 1
+    with duckdb.connect(warehouse_path(), read_only=True) as con:
+        rows = con.execute(
+            f"SELECT setting, domain, method, context, n_examples, ndcg10, recall10, n_paired, t_pvalue_vs_ref, "
+            f"wilcoxon_pvalue_vs_ref FROM {WAREHOUSE_SCHEMA}.scl_metrics WHERE domain IN (SELECT unnest(?)) "
+            f"ORDER BY setting, domain, method",
+            [args.domains],
+        ).fetchdf()
+    print("\nscl_metrics\n" + rows.to_markdown(index=False, floatfmt=".4f"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
