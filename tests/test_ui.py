@@ -1,5 +1,7 @@
 """The Dagster UI as a person sees it: the webserver on 127.0.0.1, the asset graph in headless Chromium."""
 
+import base64
+import json
 import os
 import shutil
 import socket
@@ -10,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
+from dagster._core.instance.ref import InstanceRef
 
 from orchestration.definitions import defs
 from tests.conftest import ROOT
@@ -20,6 +24,9 @@ FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--disable-quic", "--hide-scrollbars", "--window-size=1800,1100",
 ]
+
+
+DOMAIN = "amazon-fixture"
 
 
 def _free_port() -> int:
@@ -33,6 +40,9 @@ def webserver(tmp_path_factory):
     port = _free_port()
     home = tmp_path_factory.mktemp("dagster_home")
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # A real materialization of the fixture domain's chain, so metric pages have tables and charts to show.
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        assert defs.resolve_job_def("default_graph").execute_in_process(partition_key=DOMAIN, instance=instance).success
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     cmd = [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -80,3 +90,93 @@ def test_catalog_and_lineage_show_every_asset_and_group(webserver):
     missing = [k.to_user_string() for k in keys if k.to_user_string() not in dom["asset_catalog"]]
     assert not missing, f"assets missing from the catalog page: {missing}"
     assert all(f">{g}<" in dom["asset_lineage"] for g in groups), groups
+
+
+class _Browser:
+    """Headless Chromium driven over the DevTools protocol: a page can be clicked, not only dumped."""
+
+    def __init__(self):
+        import websocket
+
+        port = _free_port()
+        profile = ARTIFACTS / "chromium-devtools-profile"
+        shutil.rmtree(profile, ignore_errors=True)
+        self.proc = subprocess.Popen(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "--remote-allow-origins=*",
+             "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
+                    page = next(p for p in json.load(r) if p["type"] == "page")
+                break
+            except (OSError, StopIteration):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60)
+        self.calls = 0
+
+    def call(self, method: str, **params) -> dict:
+        self.calls += 1
+        self.ws.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.calls:
+                assert "error" not in message, message
+                return message["result"]
+
+    def js(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expression: str, seconds: float = 60):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            value = self.js(expression)
+            if value:
+                return value
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {expression}")
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+    def close(self) -> None:
+        self.ws.close()
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+# The metadata row whose key cell is `key`: its value cell (Dagster folds long markdown behind a link).
+_ROW = "Array.from(document.querySelectorAll('tr')).find(r => r.cells.length && r.cells[0].innerText.trim() === '{key}')"
+_PNGS = "Array.from(document.querySelectorAll('img')).filter(i => i.src.startsWith('data:image/png'))"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)")
+def test_metric_asset_shows_its_table_and_renders_its_chart(webserver):
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser = _Browser()
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=f"{webserver}/assets/rec_metrics")
+        browser.wait_for(f"!!{_ROW.format(key='summary')}")
+        time.sleep(2)  # a first visit may pop up Dagster's newsletter dialog over the page: dismiss it
+        browser.js("Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Skip')?.click()")
+        browser.js(f"{_ROW.format(key='summary')}.querySelector('a').click()")
+        header = browser.wait_for(f"(() => {{ const h = Array.from(document.querySelectorAll('th')).map(x => x.innerText.trim()); "
+                                  f"return h.includes('ndcg10') && h; }})()")
+        cells = browser.js("Array.from(document.querySelectorAll('td')).map(x => x.innerText.trim())")
+        assert {"method", "context", "ndcg10", "recall10", "t_pvalue_vs_ref"} <= set(header)  # the metric table, rendered
+        assert {"Base", "history", "10H+P", "All-H"} <= set(cells)
+        browser.js("Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Close').click()")
+        browser.wait_for("!Array.from(document.querySelectorAll('th')).some(x => x.innerText.trim() === 'ndcg10')")
+        browser.js(f"{_ROW.format(key='chart')}.querySelector('a').click()")
+        sizes = browser.wait_for(f"(() => {{ const i = {_PNGS}; return i.length && i.every(x => x.complete) && "
+                                 f"i.map(x => [x.alt, x.naturalWidth, x.naturalHeight]); }})()")
+        time.sleep(1)  # let the dialog finish fading in
+        browser.screenshot(ARTIFACTS / "rec_metrics_chart.png")
+    finally:
+        browser.close()
+    assert sizes == [["NDCG@10", 700, 320]]  # the bar chart decoded at its full size (7 x 3.2 in at 100 dpi)
