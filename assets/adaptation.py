@@ -159,8 +159,8 @@ def scl_example_scores(
                        item_vectors_encoded_now=encoded_now)
 
 
-@asset(**PARTITIONED, code_version="1", group_name="adaptation", deps=[AssetDep(scl_example_scores, partition_mapping=from_domain)],
-       **typed(scl_metrics_schema))
+@asset(**{**PARTITIONED, "automation_condition": on_upstream_data_change(gathered=("scl_example_scores",))}, code_version="1",
+       group_name="adaptation", deps=[AssetDep(scl_example_scores, partition_mapping=from_domain)], **typed(scl_metrics_schema))
 def scl_metrics(context: AssetExecutionContext, warehouse_reader: WarehouseReader):
     """Tables 3 / 5 of the domain: mean N@10 and R@10 per setting and context with the adapted embedders, each
     paired-tested against BLUE+SCL of the same setting on the same users."""

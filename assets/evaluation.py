@@ -22,8 +22,10 @@ from resources.model_store import ModelStore
 from resources.protocol import ProtocolResource
 from resources.warehouse import WarehouseReader
 
-# Every trained method's profiles of the domain (methods never trained simply have no rows).
+# Every trained method's profiles of the domain (methods never trained simply have no rows, and do not hold
+# back the automation of the metrics).
 TRAINED_PROFILES = AssetDep("generated_profiles", partition_mapping=from_domain)
+METRIC_TABLE = {**TABLE_OUT, "automation_condition": on_upstream_data_change(gathered=("generated_profiles",))}
 
 
 def _md(table: pd.DataFrame) -> MetadataValue:
@@ -67,8 +69,8 @@ def item_embeddings(
 
 @multi_asset(
     outs={
-        "rec_example_scores": AssetOut(**TABLE_OUT, code_version="3", **typed(rec_example_scores_schema), group_name="evaluation"),
-        "rec_metrics": AssetOut(**TABLE_OUT, code_version="3", **typed(rec_metrics_schema), group_name="evaluation"),
+        "rec_example_scores": AssetOut(**METRIC_TABLE, code_version="3", **typed(rec_example_scores_schema), group_name="evaluation"),
+        "rec_metrics": AssetOut(**METRIC_TABLE, code_version="3", **typed(rec_metrics_schema), group_name="evaluation"),
     },
     partitions_def=domain_partitions,
     backfill_policy=ONE_PARTITION_PER_RUN,
@@ -108,8 +110,8 @@ def recommendation_eval(
 
 @multi_asset(
     outs={
-        "qa_example_scores": AssetOut(**TABLE_OUT, code_version="2", **typed(qa_example_scores_schema), group_name="evaluation"),
-        "qa_metrics": AssetOut(**TABLE_OUT, code_version="2", **typed(qa_metrics_schema), group_name="evaluation"),
+        "qa_example_scores": AssetOut(**METRIC_TABLE, code_version="2", **typed(qa_example_scores_schema), group_name="evaluation"),
+        "qa_metrics": AssetOut(**METRIC_TABLE, code_version="2", **typed(qa_metrics_schema), group_name="evaluation"),
     },
     partitions_def=domain_partitions,
     backfill_policy=ONE_PARTITION_PER_RUN,

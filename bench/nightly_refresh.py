@@ -15,7 +15,9 @@ new, so nothing may be requested.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -43,7 +45,7 @@ def _prepare_domain() -> Path:
     return registry
 
 
-def _append_interactions(n_test: int, n_train: int) -> list[str]:
+def _append_interactions(n_test: int, n_train: int, seed: int) -> list[str]:
     """One new, later interaction (an item the user has not seen, rated 4) for the first evaluated test users
     and the first SCL train users (so the SCL pairs change too)."""
     import duckdb
@@ -60,9 +62,10 @@ def _append_interactions(n_test: int, n_train: int) -> list[str]:
         seen = con.execute(f"SELECT user_id, item_id FROM {WAREHOUSE_SCHEMA}.interactions WHERE domain = ?", [DOMAIN]).fetchdf()
         items = con.execute(f"SELECT item_id FROM {WAREHOUSE_SCHEMA}.items WHERE domain = ? ORDER BY item_id", [DOMAIN]).fetchdf()
     seen_by = seen.groupby("user_id")["item_id"].agg(set)
+    rng = random.Random(seed)  # new items each run: the prompts must be new to the shared generation cache
     lines = []
     for user in users:
-        item = next(i for i in items["item_id"] if i not in seen_by[user])
+        item = rng.choice([i for i in items["item_id"] if i not in seen_by[user]])
         lines.append(f"{user}\t{item}\t4\t2000000000\n")
     with open(WORK / DOMAIN / f"{DOMAIN}.inter", "a") as fh:
         fh.writelines(lines)
@@ -88,12 +91,14 @@ def _private_store() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--new-users", type=int, default=5, help="evaluated test users (and as many SCL train users) with a new event")
+    parser.add_argument("--seed", type=int, default=int(time.time()), help="picks the new items (default: the clock)")
     args = parser.parse_args(argv)
     os.environ["PROFILEKIT_DOMAINS"] = str(_prepare_domain())
     os.environ["PROFILEKIT_DATA_DIR"] = str(_private_store())
     os.environ.pop("PROFILEKIT_WAREHOUSE", None)
 
-    from dagster import AssetKey, DagsterInstance, MultiPartitionKey, evaluate_automation_conditions
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance, MultiPartitionKey, evaluate_automation_conditions
+    from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
     from orchestration.definitions import defs
     from orchestration.partitions import SCL_METHODS
@@ -147,14 +152,20 @@ def main(argv: list[str] | None = None) -> int:
     with DagsterInstance.ephemeral() as instance:
         print(f"night 0: build the domain's chain (trained methods: {methods}; SCL contexts: {scl})", flush=True)
         started = time.perf_counter()
+        run(instance, defs.resolve_job_def("observe_method_configs"))
+        for method in methods:  # trained in the real instance: record them here as they are
+            pointer = json.loads((store / "profiler_checkpoint" / method / DOMAIN / "current.json").read_text())
+            instance.report_runless_asset_event(AssetMaterialization(
+                "profiler_checkpoint", partition=MultiPartitionKey({"method": method, "domain": DOMAIN}),
+                tags={DATA_VERSION_TAG: pointer["digest"]}))
         for job, key in chain:
             run(instance, defs.resolve_job_def(job), key=key)
         print(f"night 0: {time.perf_counter() - started:.1f} s", flush=True)
         settled = evaluate_automation_conditions(defs=defs, instance=instance)
         print(f"automation after night 0 requests {settled.total_requested} (not run: assets of other methods)", flush=True)
 
-        users = _append_interactions(args.new_users, args.new_users)
-        print(f"night 1: one new interaction for {len(users)} users", flush=True)
+        users = _append_interactions(args.new_users, args.new_users, args.seed)
+        print(f"night 1: one new interaction for {len(users)} users (seed {args.seed})", flush=True)
         seconds, cursor, requested = automated_night(instance, settled.cursor)
         names = sorted({k.to_user_string() for k, _ in requested})
         print(f"night 1 (refresh with new interactions): {seconds:.1f} s, {len(requested)} of {total} asset-partitions "

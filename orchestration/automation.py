@@ -5,8 +5,16 @@ from __future__ import annotations
 from dagster import AssetSelection, AutomationCondition
 
 
-def on_upstream_data_change() -> AutomationCondition:
-    return AutomationCondition.eager().replace("newly_updated", AutomationCondition.data_version_changed())
+def on_upstream_data_change(gathered: tuple[str, ...] = ()) -> AutomationCondition:
+    """eager(), triggered by changed data versions only. `gathered`: upstream assets read across every method's
+    partition (e.g. all methods' generated profiles of a domain), where a missing partition is a method nobody
+    trained yet, not something to wait for; their updates still trigger."""
+    condition = AutomationCondition.eager().replace("newly_updated", AutomationCondition.data_version_changed())
+    if gathered:
+        condition = condition.replace(
+            "any_deps_missing", AutomationCondition.any_deps_missing().ignore(AssetSelection.assets(*gathered))
+        )
+    return condition
 
 
 def on_method_config_change() -> AutomationCondition:

@@ -109,3 +109,28 @@ def test_changed_method_config_retrains_only_that_method_and_its_profiles_and_me
     print(f"changed rlaif reward config: {len(requested)} of {total} asset-partitions requested")
     # rlaif's checkpoint, profiles, SCL pairs, embedder and scores, and the 5 metric tables, of every domain
     assert len(requested) == 10 * len(domains)
+
+
+PER_METHOD = ("profiler_checkpoint", "generated_profiles", "scl_training_pairs", "scl_embedder", "scl_example_scores")
+
+
+def test_untrained_methods_do_not_hold_back_the_metrics():
+    """Only BLUE was trained (other methods' per-method partitions were never materialized): a changed raw file
+    still re-runs the domain's metric tables, and requests nothing for the untrained methods."""
+    with DagsterInstance.ephemeral() as instance:
+        for domain in defs.resolve_asset_graph().get(SOURCE).partitions_def.get_partition_keys():
+            _observe(instance, domain, "raw-1")
+        for method in defs.resolve_asset_graph().get(CONFIGS).partitions_def.get_partition_keys():
+            _observe(instance, method, "cfg-1", CONFIGS)
+        for key, partition in _graph_partitions():
+            if key.to_user_string() in PER_METHOD and _dim(partition, "method") not in ("blue", "history", "Base"):
+                continue
+            _materialize(instance, key, partition, "v1")
+        first = evaluate_automation_conditions(defs=defs, instance=instance)
+        assert first.total_requested == 0
+        _observe(instance, "ml-100k", "raw-2")
+        requested = _run_automation(instance, first.cursor)
+    names = {n for n, _ in requested}
+    assert {"rec_metrics", "qa_metrics", "scl_metrics", "generated_profiles", "scl_embedder"} <= names
+    assert {_dim(p, "method") for n, p in requested if n in PER_METHOD} == {"blue", "history", "Base"}
+    assert {_dim(p, "domain") for _, p in requested} == {"ml-100k"}
