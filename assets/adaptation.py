@@ -75,7 +75,9 @@ def scl_training_pairs(
         cache = GenerationCache(model_store.generation_cache, version)
         profiles, generated_now = generate_profiles(chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache)
     pairs = training_pairs(examples, items, profiles, protocol.recent_k, method)
-    yield table_output(pairs, train_users=int(pairs["user_id"].nunique()), profiles_generated_now=generated_now)
+    empty = int((profiles["profile"].str.strip() == "").sum()) if profiles is not None else 0  # kept: 10H + nothing
+    yield table_output(pairs, train_users=int(pairs["user_id"].nunique()), profiles_generated_now=generated_now,
+                       empty_profiles=empty)
 
 
 @asset(**SCL_PARTITIONED, code_version="1")
