@@ -32,6 +32,13 @@ def _observe(instance, domain, version, key=SOURCE):
     instance.report_runless_asset_event(AssetObservation(key, partition=domain, tags={DATA_VERSION_TAG: version}))
 
 
+def _observe_sources(instance):
+    for domain in defs.resolve_asset_graph().get(SOURCE).partitions_def.get_partition_keys():
+        _observe(instance, domain, "raw-1")
+    for method in defs.resolve_asset_graph().get(CONFIGS).partitions_def.get_partition_keys():
+        _observe(instance, method, "cfg-1", CONFIGS)
+
+
 def _dim(partition, name):
     """One dimension of a method x domain partition key; a plain domain key is its own domain."""
     return partition.keys_by_dimension[name] if hasattr(partition, "keys_by_dimension") else partition
@@ -60,10 +67,7 @@ def _run_automation(instance, cursor):
 def settled():
     """An instance where every asset partition exists and one evaluation has recorded the versions."""
     with DagsterInstance.ephemeral() as instance:
-        for domain in defs.resolve_asset_graph().get(SOURCE).partitions_def.get_partition_keys():
-            _observe(instance, domain, "raw-1")
-        for method in defs.resolve_asset_graph().get(CONFIGS).partitions_def.get_partition_keys():
-            _observe(instance, method, "cfg-1", CONFIGS)
+        _observe_sources(instance)
         for key, partition in _graph_partitions():
             _materialize(instance, key, partition, "v1")
         first = evaluate_automation_conditions(defs=defs, instance=instance)
@@ -118,10 +122,7 @@ def test_untrained_methods_do_not_hold_back_the_metrics():
     """Only BLUE was trained (other methods' per-method partitions were never materialized): a changed raw file
     still re-runs the domain's metric tables, and requests nothing for the untrained methods."""
     with DagsterInstance.ephemeral() as instance:
-        for domain in defs.resolve_asset_graph().get(SOURCE).partitions_def.get_partition_keys():
-            _observe(instance, domain, "raw-1")
-        for method in defs.resolve_asset_graph().get(CONFIGS).partitions_def.get_partition_keys():
-            _observe(instance, method, "cfg-1", CONFIGS)
+        _observe_sources(instance)
         for key, partition in _graph_partitions():
             if key.to_user_string() in PER_METHOD and _dim(partition, "method") not in ("blue", "history", "Base"):
                 continue
