@@ -165,8 +165,8 @@ def test_metric_asset_shows_its_table_and_renders_its_chart(webserver):
         time.sleep(2)  # a first visit may pop up Dagster's newsletter dialog over the page: dismiss it
         browser.js("Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Skip')?.click()")
         browser.js(f"{_ROW.format(key='summary')}.querySelector('a').click()")
-        header = browser.wait_for(f"(() => {{ const h = Array.from(document.querySelectorAll('th')).map(x => x.innerText.trim()); "
-                                  f"return h.includes('ndcg10') && h; }})()")
+        header = browser.wait_for("(() => { const h = Array.from(document.querySelectorAll('th')).map(x => x.innerText.trim()); "
+                                  "return h.includes('ndcg10') && h; })()")
         cells = browser.js("Array.from(document.querySelectorAll('td')).map(x => x.innerText.trim())")
         assert {"method", "context", "ndcg10", "recall10", "t_pvalue_vs_ref"} <= set(header)  # the metric table, rendered
         assert {"Base", "history", "10H+P", "All-H"} <= set(cells)
