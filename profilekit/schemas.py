@@ -192,18 +192,10 @@ SCL_SETTINGS = ["cross-domain", "in-domain"]
 
 scl_example_scores_schema = pa.DataFrameSchema(
     {
-        "domain": _domain,
-        "user_id": _user,
-        "cut": pa.Column("int64"),
-        "method": pa.Column(str),
-        "context": pa.Column(str),
+        **rec_example_scores_schema.columns,
         "setting": pa.Column(str, pa.Check.isin(SCL_SETTINGS)),
         "train_domain": pa.Column(str),
         "embedder_version": pa.Column(str),
-        "n_candidates": pa.Column("int64", pa.Check.ge(2)),
-        "rank": pa.Column("int64", pa.Check.ge(1)),
-        "ndcg10": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
-        "recall10": pa.Column(float, pa.Check.isin([0.0, 1.0])),
     },
     unique=["domain", "user_id", "cut", "method", "setting"],
     coerce=True,
