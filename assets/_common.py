@@ -68,11 +68,13 @@ def table_output(df: pd.DataFrame, output_name: str = "result", **metadata) -> O
     )
 
 
-def check_result(name: str, asset: str, violations: int, description: str) -> AssetCheckResult:
+def check_result(
+    name: str, asset: str, violations: int, description: str, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR
+) -> AssetCheckResult:
     return AssetCheckResult(
         check_name=name,
         asset_key=asset,
         passed=violations == 0,
-        severity=AssetCheckSeverity.ERROR,
+        severity=severity,
         metadata={"violations": violations, "description": description},
     )

@@ -19,7 +19,7 @@ from dagster import (
 from profilekit.domains import load_registry
 from profilekit.training import METHODS
 
-domain_partitions = StaticPartitionsDefinition(list(load_registry()))
+domain_partitions = StaticPartitionsDefinition(load_registry().partition_keys())
 method_partitions = StaticPartitionsDefinition(list(METHODS))
 method_domain_partitions = MultiPartitionsDefinition({"method": method_partitions, "domain": domain_partitions})
 

@@ -28,3 +28,21 @@ def candidate_violations(candidates: pd.DataFrame, interactions: pd.DataFrame, p
         f"{bad_shape} examples with wrong candidate/target count, {bad_neg} negatives the user interacted with, "
         f"{dup} repeated candidates"
     )
+
+
+def eligible_user_violations(stats: dict[str, int], protocol: Protocol) -> tuple[int, str]:
+    """1 when no user survived the length filter, with the counts that say why."""
+    if stats["users_kept"]:
+        return 0, f"{stats['users_kept']} of {stats['users_in']} users have {protocol.min_interactions}-{protocol.max_interactions} events"
+    return 1, (
+        f"no user has between {protocol.min_interactions} and {protocol.max_interactions} events: "
+        f"{stats['users_in']} users read, {stats['users_too_few']} with fewer (the most any user has: "
+        f"{stats['most_events_per_user']}), {stats['users_too_many']} with more"
+    )
+
+
+def split_violations(stats: dict[str, int]) -> tuple[int, str]:
+    """1 when the stable-hash split left no test user or no train user (too few users for the test fraction)."""
+    test, train = stats["test_users"], stats["users_kept"] - stats["test_users"]
+    description = f"{test} test users, {train} train users"
+    return int(stats["users_kept"] > 0 and (test == 0 or train == 0)), description

@@ -38,6 +38,13 @@ def stable_user_hash(domain: str, user_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{domain}\x1f{user_id}".encode()).digest()[:8], "big")
 
 
+HISTORY_COLUMNS = [
+    "domain", "user_id", "split", "cut", "target_item_id", "target_rating", "target_timestamp", "history_len",
+    "history_items", "history_ratings",
+]
+CANDIDATE_COLUMNS = ["domain", "user_id", "cut", "split", "position", "item_id", "is_target"]
+
+
 def split_users(domain: str, user_ids: list[str], protocol: Protocol) -> dict[str, str]:
     """Test = the users with the smallest stable hash: min(max_test_users, test_fraction of users)."""
     ranked = sorted(user_ids, key=lambda u: (stable_user_hash(domain, u), u))
@@ -86,8 +93,9 @@ def filter_histories(interactions: pd.DataFrame, protocol: Protocol) -> tuple[pd
                     "history_ratings": json.dumps([float(r) for r in ratings[:cut]]),
                 }
             )
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
     stats["users_kept"] = int(len(keep))
+    stats["most_events_per_user"] = int(counts.max()) if len(counts) else 0
     stats["test_users"] = int(sum(1 for s in split.values() if s == "test"))
     stats["examples"] = int(len(out))
     return out, stats
@@ -164,4 +172,4 @@ def sample_candidates(
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CANDIDATE_COLUMNS)

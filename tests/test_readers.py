@@ -37,7 +37,8 @@ def test_amazon2023_counts_and_skips_bad_input(tmp_path, suffix):
     assert skipped["malformed_line"] == 1
     assert skipped["non_numeric_rating"] == 1
     assert skipped["missing_title"] == 1
-    assert skipped["unknown_item"] == 2  # A3 lost its title, A9 has no meta
+    assert skipped["item_without_title"] == 1  # A3's meta has no title
+    assert skipped["unknown_item"] == 1  # A9 has no meta
     assert skipped["missing_field"] == 1
     inter = interactions_schema.validate(tables.interactions)
     items_schema.validate(tables.items)
@@ -71,10 +72,10 @@ def test_file_without_valid_line_is_an_error_naming_it(tmp_path):
 def test_recbole_local_dir_counts_malformed_lines_and_keeps_file_order(tmp_path):
     (tmp_path / "toy.inter").write_text(
         "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-        "1\t10\t4\t100\n"
-        "1\t11\t5\t100\n"  # same second: file order must break the tie
-        "1\t12\tx\t101\n"  # non-numeric rating
-        "1\t10\t3\t102\textra\tfields\n"  # malformed (too many fields)
+        "1\t10\t4\t978300760\n"
+        "1\t11\t5\t978300760\n"  # same second: file order must break the tie
+        "1\t12\tx\t978300761\n"  # non-numeric rating
+        "1\t10\t3\t978300762\textra\tfields\n"  # malformed (too many fields)
     )
     (tmp_path / "toy.item").write_text(
         "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
@@ -101,4 +102,6 @@ def test_movielens_wheels_read_with_documented_sizes(tmp_path):
     small = read_domain(registry["ml-latest-small"], TEST_DATA / "store" / "sources")
     assert small.interactions["user_id"].nunique() == 671
     assert small.report.skipped["missing_title"] == 5  # rows of the packaged file without a title
-    assert len(small.interactions) + small.report.skipped["unknown_item"] == 100_004
+    skipped = small.report.skipped
+    assert skipped["item_without_title"] == 7  # the events of those untitled items
+    assert len(small.interactions) + skipped["item_without_title"] + skipped["unknown_item"] == 100_004

@@ -21,10 +21,10 @@ def test_registry_rejects_bad_entries(tmp_path):
     path = tmp_path / "d.yaml"
     path.write_text("domains:\n  ok-name:\n    format: recbole\n    wheel: x==1\n    path: /tmp\n    member: a\n")
     with pytest.raises(RegistryError, match="exactly one"):
-        load_registry(path)
+        load_registry(path).source("ok-name")
     path.write_text("domains:\n  Bad Name:\n    format: recbole\n    path: /tmp\n")
     with pytest.raises(RegistryError, match="invalid domain name"):
-        load_registry(path)
+        load_registry(path).source("Bad Name")
     path.write_text("domains:\n  fine:\n    format: csv\n    path: /tmp\n")
     with pytest.raises(RegistryError, match="format"):
-        load_registry(path)
+        load_registry(path).source("fine")
