@@ -8,8 +8,8 @@ import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, BackfillPolicy, DataVersion, MetadataValue, Output
 from dagster_pandera import pandera_schema_to_dagster_type
 
-from orchestration.automation import on_upstream_data_change
-from orchestration.partitions import domain_partitions
+from assets.automation import on_upstream_data_change
+from assets.partitions import domain_partitions
 
 # Every table is a domain-partitioned DuckDB table, rebuilt only when an upstream data version changes.
 TABLE_OUT = {

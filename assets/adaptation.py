@@ -11,8 +11,8 @@ from dagster import AssetDep, AssetExecutionContext, AssetIn, DataVersion, Failu
 
 from assets._common import LLM_HEAVY, ONE_PARTITION_PER_RUN, PARTITIONED, frame_version, table_output, typed
 from assets.profiles import profiler_base_weights, trained_profiler
-from orchestration.automation import on_upstream_data_change
-from orchestration.partitions import (
+from assets.automation import on_upstream_data_change
+from assets.partitions import (
     from_domain,
     from_generated_profiles,
     from_scl_embedders,

@@ -28,12 +28,13 @@ from profilekit.schemas import candidate_sets_schema, filtered_histories_schema,
 from profilekit.sources import SourceError, source_fingerprint
 from resources.model_store import ModelStore
 from resources.protocol import ProtocolResource
+from resources.settings import settings
 
 @observable_source_asset(partitions_def=PARTITIONED["partitions_def"], group_name="data", required_resource_keys={"model_store"})
 def raw_domain_files(context) -> DataVersionsByPartition:
     """The raw files behind each domain; observing them records a content hash per domain, so a changed file
     re-runs that domain's chain and nothing else."""
-    registry, cache = load_registry(), context.resources.model_store.source_cache
+    registry, cache = load_registry(settings().domains), context.resources.model_store.source_cache
     for problem in registry.problems.values():
         context.log.error(problem)
     versions = {}
@@ -57,7 +58,7 @@ def raw_domain_files(context) -> DataVersionsByPartition:
 def domain_tables(context: AssetExecutionContext, model_store: ModelStore):
     """Read one domain's raw files (wheel or local directory); skipped lines are counted per reason."""
     try:
-        source = load_registry().source(context.partition_key)
+        source = load_registry(settings().domains).source(context.partition_key)
         tables = read_domain(source, model_store.source_cache)
     except (DataError, SourceError, RegistryError) as exc:
         raise Failure(description=f"domain {context.partition_key!r}: {exc}") from exc

@@ -4,8 +4,8 @@ import pandas as pd
 from dagster import AssetDep, AssetExecutionContext, AssetOut, DataVersion, MaterializeResult, MetadataValue, asset, multi_asset
 
 from assets._common import ONE_PARTITION_PER_RUN, LLM_HEAVY, TABLE_OUT, table_output, typed
-from orchestration.automation import on_upstream_data_change
-from orchestration.partitions import domain_partitions, from_domain
+from assets.automation import on_upstream_data_change
+from assets.partitions import domain_partitions, from_domain
 from profilekit.contexts import history_contexts, profile_contexts
 from profilekit.embedder import EmbeddingCache
 from profilekit.evaluation import score_contexts, summarize

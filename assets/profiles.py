@@ -6,8 +6,8 @@ import pandas as pd
 from dagster import AssetDep, AssetExecutionContext, AssetIn, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 
 from assets._common import ONE_PARTITION_PER_RUN, LLM_HEAVY, PARTITIONED, table_output, typed
-from orchestration.automation import on_upstream_data_change
-from orchestration.partitions import from_domain, from_source_checkpoint, method_domain_partitions, source_domain
+from assets.automation import on_upstream_data_change
+from assets.partitions import from_domain, from_source_checkpoint, method_domain_partitions, source_domain
 from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
 from profilekit.sources import dir_content_hash
 from profilekit.profiler import GenerationCache, generate_profiles

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
     from orchestration.definitions import defs
-    from orchestration.partitions import SCL_METHODS
+    from assets.partitions import SCL_METHODS
 
     store = ROOT / ".data" / "store"
     methods = sorted(p.parent.parent.name for p in store.glob(f"profiler_checkpoint/*/{DOMAIN}/current.json"))

@@ -13,7 +13,7 @@ import duckdb
 from dagster import DagsterInstance, MultiPartitionKey
 
 from orchestration.definitions import defs
-from orchestration.partitions import source_domain
+from assets.partitions import source_domain
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
-from orchestration.partitions import domain_partitions, method_domain_partitions, scl_partitions
+from assets.partitions import domain_partitions, method_domain_partitions, scl_partitions
 
 TRAINING = AssetSelection.assets("profiler_checkpoint", "generated_profiles")
 ADAPTATION = AssetSelection.groups("adaptation")

@@ -15,7 +15,7 @@ from dagster import DagsterInstance, MultiPartitionKey
 
 from jobs.default_run import _run
 from profilekit.metrics import paired_significance
-from orchestration.partitions import SCL_METHODS, source_domain
+from assets.partitions import SCL_METHODS, source_domain
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 

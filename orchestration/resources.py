@@ -6,18 +6,18 @@ PROFILEKIT_GCP_CREDENTIALS (a base64 service-account key; GKE workload identity 
 
 from __future__ import annotations
 
-import os
-
 from dagster import EnvVar, multiprocess_executor
 from dagster_gcp_pandas import BigQueryPandasIOManager
 from dagster_k8s import k8s_job_executor
 
+from profilekit.scl import PAPER_SCL
+from profilekit.training import PAPER_GRPO
 from resources.compute import ComputeResource
 from resources.embedder import EmbedderResource
 from resources.llm import JudgeLLMResource, ProfilerLLMResource
 from resources.model_store import GCSModelStore, LocalModelStore
 from resources.protocol import ProtocolResource
-from resources.settings import data_dir, warehouse_path
+from resources.settings import Settings, settings
 from resources.training import SCLResource, TrainingResource
 from resources.warehouse import BigQueryWarehouseReader, DuckDBWarehouseReader, WAREHOUSE_SCHEMA, duckdb_warehouse
 
@@ -29,53 +29,47 @@ LOCAL_MAX_QA_USERS = 25
 LOCAL_MAX_SCL_USERS = 64
 
 
-def local_resources() -> dict:
-    compute = ComputeResource(platform="cpu", mesh_shape=[1, 1])
+def _models(s: Settings, compute: ComputeResource) -> dict:
     return {
-        "warehouse": duckdb_warehouse(),
-        "warehouse_reader": DuckDBWarehouseReader(database=warehouse_path()),
-        "model_store": LocalModelStore(root=str(data_dir() / "store")),
-        "embedder": EmbedderResource(model_path=os.environ.get("PROFILEKIT_EMBEDDER_PATH", "")),
-        "protocol": ProtocolResource(
-            max_eval_users=int(os.environ.get("PROFILEKIT_MAX_EVAL_USERS", LOCAL_MAX_EVAL_USERS)),
-            max_qa_users=int(os.environ.get("PROFILEKIT_MAX_QA_USERS", LOCAL_MAX_QA_USERS)),
-            max_scl_users=int(os.environ.get("PROFILEKIT_MAX_SCL_USERS", LOCAL_MAX_SCL_USERS)),
-        ),
         "compute": compute,
-        "profiler_llm": ProfilerLLMResource(compute=compute, weights_dir=os.environ.get("PROFILEKIT_PROFILER_PATH", "")),
-        "judge_llm": JudgeLLMResource(compute=compute, weights_dir=os.environ.get("PROFILEKIT_JUDGE_PATH", "")),
-        "training": TrainingResource(
-            steps=int(os.environ.get("PROFILEKIT_TRAIN_STEPS", TrainingResource.model_fields["steps"].default)),
+        "embedder": EmbedderResource(model_path=s.embedder_path),
+        "profiler_llm": ProfilerLLMResource(compute=compute, weights_dir=s.profiler_path),
+        "judge_llm": JudgeLLMResource(compute=compute, weights_dir=s.judge_path),
+    }
+
+
+def local_resources(s: Settings | None = None) -> dict:
+    s = s or settings()
+    return {
+        **_models(s, ComputeResource(platform="cpu", mesh_shape=[1, 1])),
+        "warehouse": duckdb_warehouse(s.warehouse_path),
+        "warehouse_reader": DuckDBWarehouseReader(database=s.warehouse_path),
+        "model_store": LocalModelStore(root=str(s.store_root)),
+        "protocol": ProtocolResource(
+            max_eval_users=s.max_eval_users or LOCAL_MAX_EVAL_USERS,
+            max_qa_users=s.max_qa_users or LOCAL_MAX_QA_USERS,
+            max_scl_users=s.max_scl_users or LOCAL_MAX_SCL_USERS,
         ),
+        "training": TrainingResource(**({"steps": s.train_steps} if s.train_steps else {})),
         "scl": SCLResource(),
     }
 
 
-def gcp_resources() -> dict:
-    """BigQuery tables, artifacts on GCS, JAX on a (multi-host) TPU slice."""
-    compute = ComputeResource(
-        platform="tpu",
-        mesh_shape=[int(os.environ.get("PROFILEKIT_TPU_FSDP", "4")), int(os.environ.get("PROFILEKIT_TPU_TP", "1"))],
-        distributed=True,
-    )
+def gcp_resources(s: Settings | None = None) -> dict:
+    """BigQuery tables, artifacts on GCS, JAX on a (multi-host) TPU slice, the paper's budgets."""
+    s = s or settings()
     project = EnvVar("PROFILEKIT_GCP_PROJECT")
     warehouse = {"project": project, "dataset": WAREHOUSE_SCHEMA}
-    if os.environ.get("PROFILEKIT_GCP_CREDENTIALS"):
+    if s.gcp_credentials:
         warehouse["gcp_credentials"] = EnvVar("PROFILEKIT_GCP_CREDENTIALS")
     return {
+        **_models(s, ComputeResource(platform="tpu", mesh_shape=[s.tpu_fsdp, s.tpu_tp], distributed=True)),
         "warehouse": BigQueryPandasIOManager(**warehouse),
         "warehouse_reader": BigQueryWarehouseReader(project=project),
         "model_store": GCSModelStore(root="/tmp/profilekit", bucket=EnvVar("PROFILEKIT_GCS_BUCKET"), project=project),
-        "embedder": EmbedderResource(model_path=os.environ.get("PROFILEKIT_EMBEDDER_PATH", "")),
         "protocol": ProtocolResource(),  # the paper's full protocol: every test user
-        "compute": compute,
-        "profiler_llm": ProfilerLLMResource(compute=compute, weights_dir=os.environ.get("PROFILEKIT_PROFILER_PATH", "")),
-        "judge_llm": JudgeLLMResource(compute=compute, weights_dir=os.environ.get("PROFILEKIT_JUDGE_PATH", "")),
-        "training": TrainingResource(
-            steps=int(os.environ.get("PROFILEKIT_TRAIN_STEPS", 100)), users_per_step=64, rollouts=8,
-            max_new_tokens=2048, history_budget_tokens=2048, learning_rate=1e-6,
-        ),
-        "scl": SCLResource(batch_size=512, learning_rate=1e-6, epochs=1),
+        "training": TrainingResource.of(PAPER_GRPO, **({"steps": s.train_steps} if s.train_steps else {})),
+        "scl": SCLResource.of(PAPER_SCL),
     }
 
 
@@ -86,7 +80,7 @@ LOCAL_EXECUTOR = multiprocess_executor.configured(
 # One k8s job per step; LLM steps carry their own pod resources (assets._common.TPU_POD), the rest use these.
 GCP_EXECUTOR = k8s_job_executor.configured(
     {
-        "job_namespace": os.environ.get("PROFILEKIT_K8S_NAMESPACE", "profilekit"),
+        "job_namespace": settings().k8s_namespace,
         "max_concurrent": 16,
         "step_k8s_config": {"container_config": {"resources": {"requests": {"cpu": "2", "memory": "8Gi"}}}},
     }
@@ -95,9 +89,6 @@ ENVIRONMENTS = {"local": (local_resources, LOCAL_EXECUTOR), "gcp": (gcp_resource
 
 
 def environment() -> tuple[dict, object]:
-    """Resources and executor of $PROFILEKIT_ENV."""
-    name = os.environ.get("PROFILEKIT_ENV", "local")
-    if name not in ENVIRONMENTS:
-        raise ValueError(f"PROFILEKIT_ENV={name!r}: choose one of {sorted(ENVIRONMENTS)}")
-    make_resources, executor = ENVIRONMENTS[name]
+    """Resources and executor of PROFILEKIT_ENV."""
+    make_resources, executor = ENVIRONMENTS[settings().env]
     return make_resources(), executor

@@ -8,7 +8,6 @@ domain vanishing. Only a registry that cannot be parsed at all is an error.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ DEFAULT_RATING_SCALE = {
 _DOMAIN_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _KEYS = {"format", "wheel", "sha256", "member", "path", "rating_scale", "on_corrupt_file"}
-DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "domains.yaml"
 
 
 class RegistryError(ValueError):
@@ -94,10 +92,6 @@ def validate_domain_name(name: object) -> str:
             f"invalid domain name {name!r}: use 1-63 lowercase letters, digits, '-' or '_', starting alphanumeric"
         )
     return name
-
-
-def registry_path() -> Path:
-    return Path(os.environ.get("PROFILEKIT_DOMAINS", DEFAULT_REGISTRY))
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -187,10 +181,10 @@ def _entry_problem(spec: object, base_dir: Path) -> tuple[str | None, dict]:
     return None, fields
 
 
-def load_registry(path: Path | str | None = None) -> Registry:
+def load_registry(path: Path | str) -> Registry:
     """Parse the registry. Raises RegistryError (naming the file, and the line where YAML says) only when the file
     as a whole is unusable; a broken entry is recorded in `problems` and the others stay usable."""
-    path = Path(path) if path is not None else registry_path()
+    path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:  # a stream, so YAML's messages name the file
             raw = yaml.load(fh, Loader=_LineLoader) or {}

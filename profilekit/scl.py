@@ -41,6 +41,10 @@ class SCLConfig:
     seed: int = 0
 
 
+# The paper's SCL budgets (METHOD §6), used by the gcp environment.
+PAPER_SCL = SCLConfig(batch_size=512, learning_rate=1e-6, epochs=1)
+
+
 def symmetric_infonce(users, items, temperature: float):
     """½(CE(user_i → items) + CE(item_i → users)) over cosine similarities / τ; row i of each is a positive pair."""
     import torch

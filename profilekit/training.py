@@ -72,6 +72,12 @@ class GRPOConfig:
             raise ValueError("GRPO needs at least 2 rollouts per user")
 
 
+# The paper's budgets (METHOD §4), used by the gcp environment; "1 epoch" over the train users is `steps` there.
+PAPER_GRPO = GRPOConfig(
+    steps=100, users_per_step=64, rollouts=8, max_new_tokens=2048, history_budget_tokens=2048, learning_rate=1e-6
+)
+
+
 @dataclass(frozen=True)
 class Method:
     """A trained profiler method: its reward and the advantage estimator it trains with."""

@@ -6,24 +6,26 @@ from dagster import ConfigurableResource
 
 from profilekit.protocol import Protocol
 
+_PROTOCOL = Protocol()
+
 
 class ProtocolResource(ConfigurableResource):
-    """METHOD §1 values. `max_eval_users` bounds the test users the evaluation assets score (and profile);
-    `max_qa_users` the first of those that the QA judge is asked about; `max_scl_users` the train users whose
-    (user text, next item) pairs adapt the SCL embedder (None: all)."""
+    """METHOD §1 values (`profilekit.protocol.Protocol`). `max_eval_users` bounds the test users the evaluation
+    assets score (and profile); `max_qa_users` the first of those that the QA judge is asked about;
+    `max_scl_users` the train users whose (user text, next item) pairs adapt the SCL embedder (None: all)."""
 
-    min_interactions: int = 20
-    max_interactions: int = 1000
-    recent_k: int = 10
-    test_fraction: float = 0.2
-    max_test_users: int = 1200
-    max_targets_per_user: int = 1
-    test_negatives: int = 99
-    train_negatives: int = 128
-    seed: int = 0
-    max_eval_users: int = 1200
-    max_qa_users: int = 1200
-    max_scl_users: int | None = None
+    min_interactions: int = _PROTOCOL.min_interactions
+    max_interactions: int = _PROTOCOL.max_interactions
+    recent_k: int = _PROTOCOL.recent_k
+    test_fraction: float = _PROTOCOL.test_fraction
+    max_test_users: int = _PROTOCOL.max_test_users
+    max_targets_per_user: int = _PROTOCOL.max_targets_per_user
+    test_negatives: int = _PROTOCOL.test_negatives
+    train_negatives: int = _PROTOCOL.train_negatives
+    seed: int = _PROTOCOL.seed
+    max_eval_users: int = _PROTOCOL.max_eval_users
+    max_qa_users: int = _PROTOCOL.max_qa_users
+    max_scl_users: int | None = _PROTOCOL.max_scl_users
 
     def get(self) -> Protocol:
         return Protocol(**self.model_dump())

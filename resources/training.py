@@ -1,42 +1,57 @@
-"""GRPO budgets of profiler training as a resource (METHOD §4). CPU defaults; the paper's values in comments."""
+"""Training budgets as resources: GRPO (METHOD §4) and SCL (METHOD §6). Defaults are profilekit's CPU defaults
+(`GRPOConfig`, `SCLConfig`); the paper's values are `PAPER_GRPO` and `PAPER_SCL`."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
 
 from dagster import ConfigurableResource
 
 from profilekit.scl import SCLConfig
 from profilekit.training import GRPOConfig
 
+_GRPO = GRPOConfig()
+_SCL = SCLConfig()
+
 
 class TrainingResource(ConfigurableResource):
     """Raising `steps` continues a finished run from its last checkpoint; any other change starts a new run."""
 
-    steps: int = 4  # paper: 1 epoch over the training users
-    users_per_step: int = 4  # paper: 64
-    rollouts: int = 4  # paper: G = 8
-    max_new_tokens: int = 96  # paper: 2048
-    history_budget_tokens: int = 256  # paper: 2048
-    learning_rate: float = 1e-5  # paper: 1e-6 (see docs/RESULTS.md for why the CPU default differs)
-    beta: float = 0.01
-    epsilon: float = 0.2
-    save_every: int = 1
-    seed: int = 0
+    steps: int = _GRPO.steps
+    users_per_step: int = _GRPO.users_per_step
+    rollouts: int = _GRPO.rollouts
+    max_new_tokens: int = _GRPO.max_new_tokens
+    history_budget_tokens: int = _GRPO.history_budget_tokens
+    learning_rate: float = _GRPO.learning_rate
+    beta: float = _GRPO.beta
+    epsilon: float = _GRPO.epsilon
+    save_every: int = _GRPO.save_every
+    seed: int = _GRPO.seed
+
+    @classmethod
+    def of(cls, config: GRPOConfig, **overrides) -> TrainingResource:
+        """The resource holding `config`'s budgets (e.g. `PAPER_GRPO`)."""
+        values = {k: v for k, v in asdict(config).items() if k in cls.model_fields}
+        return cls(**{**values, **overrides})
 
     def config(self, advantage: str) -> GRPOConfig:
         return GRPOConfig(advantage=advantage, **self.model_dump())
 
 
 class SCLResource(ConfigurableResource):
-    """Budgets of the SCL embedder adaptation (METHOD §6): CPU defaults, the paper's values in comments. Any
-    change names a new training run; an identical one is not trained again."""
+    """Any change names a new SCL training run; an identical one is not trained again."""
 
-    batch_size: int = 16  # paper: 512
-    learning_rate: float = 5e-5  # paper: 1e-6 (a few hundred CPU pairs need a larger step)
-    epochs: int = 1  # paper: 1
-    max_seq_length: int = 256
-    temperature: float = 0.07  # paper: 0.07
-    warmup_ratio: float = 0.1
-    seed: int = 0
+    batch_size: int = _SCL.batch_size
+    learning_rate: float = _SCL.learning_rate
+    epochs: int = _SCL.epochs
+    max_seq_length: int = _SCL.max_seq_length
+    temperature: float = _SCL.temperature
+    warmup_ratio: float = _SCL.warmup_ratio
+    seed: int = _SCL.seed
+
+    @classmethod
+    def of(cls, config: SCLConfig) -> SCLResource:
+        return cls(**asdict(config))
 
     def config(self) -> SCLConfig:
         return SCLConfig(**self.model_dump())

@@ -7,7 +7,7 @@ from dagster import AssetKey, AssetMaterialization, AssetObservation, DagsterIns
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from orchestration.definitions import defs
-from orchestration.partitions import SCL_METHODS
+from assets.partitions import SCL_METHODS
 
 SOURCE = AssetKey("raw_domain_files")
 CONFIGS = AssetKey("method_configs")

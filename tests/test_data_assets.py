@@ -10,7 +10,7 @@ from dagster import AssetSelection, DagsterInstance, load_assets_from_modules, m
 
 from assets import data
 from orchestration.resources import local_resources
-from resources.settings import warehouse_path
+from resources.settings import settings, warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 from tests.conftest import SHRINKING_AMAZON, TEST_DATA
 from tests.native_files import write_amazon_domain
@@ -67,7 +67,12 @@ def test_a_broken_registry_entry_fails_its_partition_with_the_registry_message(m
     path = TEST_DATA / "broken-registry.yaml"
     path.write_text(yaml.safe_dump(registry))
     monkeypatch.setenv("PROFILEKIT_DOMAINS", str(path))
-    result = _materialize("shrinking-fixture")
+    settings.cache_clear()  # the settings are read once per process: read them again with the broken registry
+    try:
+        result = _materialize("shrinking-fixture")
+    finally:
+        monkeypatch.undo()
+        settings.cache_clear()
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = json.dumps(failure.event_specific_data.error.to_string() if failure.event_specific_data.error else "")

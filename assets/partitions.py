@@ -4,8 +4,6 @@ domain for the adapted embedders."""
 
 from __future__ import annotations
 
-import os
-
 from dagster import (
     DimensionPartitionMapping,
     IdentityPartitionMapping,
@@ -18,17 +16,19 @@ from dagster import (
 
 from profilekit.domains import load_registry
 from profilekit.training import METHODS
+from resources.settings import settings
 
-domain_partitions = StaticPartitionsDefinition(load_registry().partition_keys())
+# Broken registry entries are partitions too: materializing one fails with the registry's message.
+domain_partitions = StaticPartitionsDefinition(load_registry(settings().domains).partition_keys())
 method_partitions = StaticPartitionsDefinition(list(METHODS))
 method_domain_partitions = MultiPartitionsDefinition({"method": method_partitions, "domain": domain_partitions})
 
 
 def source_domain() -> str:
-    """The domain whose checkpoints profile every domain (the paper's cross-domain setting): $PROFILEKIT_SOURCE_DOMAIN,
+    """The domain whose checkpoints profile every domain (the paper's cross-domain setting): PROFILEKIT_SOURCE_DOMAIN,
     default ml-1m (or the registry's first domain when ml-1m is not registered)."""
     domains = domain_partitions.get_partition_keys()
-    chosen = os.environ.get("PROFILEKIT_SOURCE_DOMAIN", "ml-1m" if "ml-1m" in domains else domains[0])
+    chosen = settings().source_domain or ("ml-1m" if "ml-1m" in domains else domains[0])
     if chosen not in domains:
         raise ValueError(f"PROFILEKIT_SOURCE_DOMAIN={chosen!r} is not a registered domain ({domains})")
     return chosen
