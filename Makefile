@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 DOMAINS ?= ml-1m
 
-.PHONY: setup run test dev clean chromium
+.PHONY: setup run test test-fast lint dev clean chromium
 
 setup: $(STAMP)
 
@@ -25,6 +25,13 @@ run: setup $(DAGSTER_HOME)/dagster.yaml
 
 test: setup chromium
 	$(PY) -m pytest -q -rs
+
+# The inner loop (< 3 min on 2 cores): unit tests only, no Dagster run, subprocess, browser or real model.
+test-fast: setup
+	$(PY) -m pytest -q -rs -m "fast and not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 # Debian's Chromium for the UI test (needs root, as on CI); without it that one test reports a skip.
 chromium:

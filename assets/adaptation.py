@@ -7,10 +7,18 @@ adapted on its own train users; each evaluated domain is scored with the source 
 import json
 
 import pandas as pd
-from dagster import AssetDep, AssetExecutionContext, AssetIn, DataVersion, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetIn,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from assets._common import LLM_HEAVY, ONE_PARTITION_PER_RUN, PARTITIONED, frame_version, table_output, typed
-from assets.profiles import profiler_base_weights, trained_profiler
 from assets.automation import on_upstream_data_change
 from assets.partitions import (
     from_domain,
@@ -20,14 +28,15 @@ from assets.partitions import (
     scl_partitions,
     source_domain,
 )
+from assets.profiles import profiler_base_weights, trained_profiler
 from profilekit.embedder import Embedder, EmbeddingCache
 from profilekit.evaluation import score_contexts, summarize
 from profilekit.metrics import compare_with_reference
 from profilekit.plots import grouped_bars_png, loss_curve_png, markdown_image
 from profilekit.profiler import GenerationCache, generate_profiles
 from profilekit.protocol import eval_examples, scl_train_examples
-from profilekit.scl import HISTORY, scl_run_key, train_scl, training_pairs
 from profilekit.schemas import scl_example_scores_schema, scl_metrics_schema, scl_pairs_schema
+from profilekit.scl import HISTORY, scl_run_key, train_scl, training_pairs
 from profilekit.sources import dir_content_hash
 from resources.embedder import EmbedderResource
 from resources.llm import ProfilerLLMResource

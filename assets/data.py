@@ -30,6 +30,7 @@ from resources.model_store import ModelStore
 from resources.protocol import ProtocolResource
 from resources.settings import settings
 
+
 @observable_source_asset(partitions_def=PARTITIONED["partitions_def"], group_name="data", required_resource_keys={"model_store"})
 def raw_domain_files(context) -> DataVersionsByPartition:
     """The raw files behind each domain; observing them records a content hash per domain, so a changed file

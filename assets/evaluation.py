@@ -1,9 +1,18 @@
 """Frozen-embedder item vectors, recommendation metrics (All-H, 10-H, P, 10H+P) and personalized QA."""
 
 import pandas as pd
-from dagster import AssetDep, AssetExecutionContext, AssetOut, DataVersion, MaterializeResult, MetadataValue, asset, multi_asset
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetOut,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    multi_asset,
+)
 
-from assets._common import ONE_PARTITION_PER_RUN, LLM_HEAVY, TABLE_OUT, table_output, typed
+from assets._common import LLM_HEAVY, ONE_PARTITION_PER_RUN, TABLE_OUT, table_output, typed
 from assets.automation import on_upstream_data_change
 from assets.partitions import domain_partitions, from_domain
 from profilekit.contexts import history_contexts, profile_contexts
@@ -11,10 +20,15 @@ from profilekit.embedder import EmbeddingCache
 from profilekit.evaluation import score_contexts, summarize
 from profilekit.metrics import compare_with_reference
 from profilekit.plots import grouped_bars_png, markdown_image
-from profilekit.protocol import eval_examples
 from profilekit.profiler import GenerationCache
+from profilekit.protocol import eval_examples
 from profilekit.qa import answer_questions, question_sets, summarize_qa
-from profilekit.schemas import qa_example_scores_schema, qa_metrics_schema, rec_example_scores_schema, rec_metrics_schema
+from profilekit.schemas import (
+    qa_example_scores_schema,
+    qa_metrics_schema,
+    rec_example_scores_schema,
+    rec_metrics_schema,
+)
 from profilekit.vectors import load_item_vectors, save_item_vectors
 from resources.embedder import EmbedderResource
 from resources.llm import JudgeLLMResource

@@ -3,17 +3,26 @@
 import json
 
 import pandas as pd
-from dagster import AssetDep, AssetExecutionContext, AssetIn, DataVersion, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetIn,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
-from assets._common import ONE_PARTITION_PER_RUN, LLM_HEAVY, PARTITIONED, table_output, typed
+from assets._common import LLM_HEAVY, ONE_PARTITION_PER_RUN, PARTITIONED, table_output, typed
 from assets.automation import on_upstream_data_change
 from assets.partitions import from_domain, from_source_checkpoint, method_domain_partitions, source_domain
 from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
-from profilekit.sources import dir_content_hash
 from profilekit.profiler import GenerationCache, generate_profiles
 from profilekit.prompts import PROMPT_VERSION
 from profilekit.protocol import eval_examples
 from profilekit.schemas import profiles_schema
+from profilekit.sources import dir_content_hash
 from profilekit.training import load_trained_policy
 from resources.llm import ProfilerLLMResource
 from resources.model_store import ModelStore

@@ -15,10 +15,10 @@ from dagster import (
     observable_source_asset,
 )
 
-from assets._common import ONE_PARTITION_PER_RUN, LLM_HEAVY, frame_version
-from assets.profiles import profiler_base_weights
+from assets._common import LLM_HEAVY, ONE_PARTITION_PER_RUN, frame_version
 from assets.automation import on_method_config_change
 from assets.partitions import from_domain, from_method, method_domain_partitions, method_partitions
+from assets.profiles import profiler_base_weights
 from profilekit.plots import markdown_image, reward_curve_png
 from profilekit.training import METHODS, RewardModels, method_fingerprint, run_key, train_profiler, training_examples
 from profilekit.vectors import load_item_vectors

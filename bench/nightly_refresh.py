@@ -99,11 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PROFILEKIT_DATA_DIR"] = str(_private_store())
     os.environ.pop("PROFILEKIT_WAREHOUSE", None)
 
-    from dagster import AssetKey, AssetMaterialization, DagsterInstance, MultiPartitionKey, evaluate_automation_conditions
+    from dagster import (
+        AssetKey,
+        AssetMaterialization,
+        DagsterInstance,
+        MultiPartitionKey,
+        evaluate_automation_conditions,
+    )
     from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-    from orchestration.definitions import defs
     from assets.partitions import SCL_METHODS
+    from orchestration.definitions import defs
 
     store = ROOT / ".data" / "store"
     methods = sorted(p.parent.parent.name for p in store.glob(f"profiler_checkpoint/*/{DOMAIN}/current.json"))

@@ -12,8 +12,8 @@ import time
 import duckdb
 from dagster import DagsterInstance, MultiPartitionKey
 
-from orchestration.definitions import defs
 from assets.partitions import source_domain
+from orchestration.definitions import defs
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 

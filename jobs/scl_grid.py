@@ -13,9 +13,9 @@ import duckdb
 import pandas as pd
 from dagster import DagsterInstance, MultiPartitionKey
 
+from assets.partitions import SCL_METHODS, source_domain
 from jobs.default_run import _run
 from profilekit.metrics import paired_significance
-from assets.partitions import SCL_METHODS, source_domain
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 

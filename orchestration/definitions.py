@@ -6,10 +6,21 @@ from dagster import Definitions, load_assets_from_modules
 
 from assets import adaptation, data, evaluation, profiles, training
 from jobs.pipelines import (
-    default_graph_job, domain_data_job, evaluation_job, profiler_training_job, profiling_job, scl_adaptation_job, scl_evaluation_job,
+    default_graph_job,
+    domain_data_job,
+    evaluation_job,
+    profiler_training_job,
+    profiling_job,
+    scl_adaptation_job,
+    scl_evaluation_job,
 )
-from orchestration.schedules import nightly_profile_refresh, observe_method_configs, observe_raw_files, profile_automation
 from orchestration.resources import environment
+from orchestration.schedules import (
+    nightly_profile_refresh,
+    observe_method_configs,
+    observe_raw_files,
+    profile_automation,
+)
 
 resources, executor = environment()
 

@@ -19,7 +19,7 @@ from resources.model_store import GCSModelStore, LocalModelStore
 from resources.protocol import ProtocolResource
 from resources.settings import Settings, settings
 from resources.training import SCLResource, TrainingResource
-from resources.warehouse import BigQueryWarehouseReader, DuckDBWarehouseReader, WAREHOUSE_SCHEMA, duckdb_warehouse
+from resources.warehouse import WAREHOUSE_SCHEMA, BigQueryWarehouseReader, DuckDBWarehouseReader, duckdb_warehouse
 
 # Test users per domain that the evaluation assets profile and score on these 2-core CPUs (the paper: ~1,200),
 # and how many of them the QA judge is asked about.

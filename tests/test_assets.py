@@ -1,10 +1,14 @@
 """The partitioned asset chain, materialized through the real Definitions into a real DuckDB file."""
 
+from pathlib import Path
+
 import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance, MultiPartitionKey
 
 from orchestration.definitions import defs
+from profilekit.embedder import Embedder
+from profilekit.sources import dir_content_hash
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 
@@ -138,7 +142,9 @@ def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instanc
     for method in ("history", "Base", "blue"):
         meta, version = _scl(instance, method, "amazon-fixture", resources)
         assert meta["trained_now"].value and meta["pairs"].value == 16 and meta["steps"].value == 2  # 16 users / 8
-        assert meta["embedder_version"].value == version and meta["loss_curve"].value.startswith("![SCL loss](data:image/png")
+        saved = Path(meta["path"].value) / "model"  # the version must name the bytes that were saved
+        assert version == meta["embedder_version"].value == f"model-{dir_content_hash(saved)}" == Embedder(saved).version
+        assert meta["loss_curve"].value.startswith("![SCL loss](data:image/png")
     pairs = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.scl_training_pairs WHERE domain = ?", "amazon-fixture")
     assert pairs.groupby("method")["context"].agg(set).to_dict() == {"history": {"10-H"}, "Base": {"10H+P"}, "blue": {"10H+P"}}
     assert pairs["user_id"].nunique() == 16

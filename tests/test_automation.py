@@ -6,8 +6,8 @@ import pytest
 from dagster import AssetKey, AssetMaterialization, AssetObservation, DagsterInstance, evaluate_automation_conditions
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from orchestration.definitions import defs
 from assets.partitions import SCL_METHODS
+from orchestration.definitions import defs
 
 SOURCE = AssetKey("raw_domain_files")
 CONFIGS = AssetKey("method_configs")

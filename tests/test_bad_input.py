@@ -15,6 +15,8 @@ from profilekit.readers import DataError, read_domain
 from profilekit.sources import SourceError, fetch_wheel
 from tests.native_files import amazon_meta, amazon_review, google_meta, google_review, write_lines
 
+pytestmark = pytest.mark.fast  # `make test-fast`: no Dagster run, subprocess, browser or real model
+
 J = json.dumps
 T0 = 1_700_000_000_000  # 2023-11-14 in ms
 

@@ -4,6 +4,8 @@ import pytest
 from profilekit.embedder import EmbeddingCache
 from profilekit.vectors import StaleVectorsError, load_item_vectors, save_item_vectors
 
+pytestmark = pytest.mark.fast  # `make test-fast`: no Dagster run, subprocess, browser or real model
+
 
 class CountingEmbedder:
     """Deterministic stand-in that records every text it is asked to encode."""

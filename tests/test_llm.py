@@ -136,9 +136,9 @@ def test_two_device_mesh_gives_the_same_tokens(tiny_dir):
 @pytest.mark.slow
 def test_packaged_smollm2_logits_match_transformers():
     """The real profiler: JAX (tunix llama3 + RoPE fix) vs transformers on the same exported weights."""
-    from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
     from transformers import AutoTokenizer
 
+    from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
     from resources.llm import packaged_weights_dir
     from resources.model_store import LocalModelStore
 

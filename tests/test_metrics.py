@@ -6,6 +6,8 @@ import pytest
 from profilekit.metrics import ndcg_at_k, paired_significance, recall_at_k, target_ranks
 from profilekit.text import fit_lines_to_budget, recent_history_text
 
+pytestmark = pytest.mark.fast  # `make test-fast`: no Dagster run, subprocess, browser or real model
+
 
 def test_ranks_from_scores_target_in_column_zero_ties_pessimistic():
     scores = np.array(

@@ -5,7 +5,16 @@ import pandas as pd
 import pytest
 
 from profilekit.checks import candidate_violations, history_length_violations
-from profilekit.protocol import CatalogTooSmallError, Protocol, eval_users, filter_histories, sample_candidates, split_users
+from profilekit.protocol import (
+    CatalogTooSmallError,
+    Protocol,
+    eval_users,
+    filter_histories,
+    sample_candidates,
+    split_users,
+)
+
+pytestmark = pytest.mark.fast  # `make test-fast`: no Dagster run, subprocess, browser or real model
 
 
 def _interactions(counts: dict[str, int], ties: bool = False) -> pd.DataFrame:

