@@ -14,30 +14,11 @@ import pytest
 
 from tests.conftest import ROOT
 
-CHECK_GCP = """
-import json
-from dagster import Definitions
-import orchestration.definitions as d
-defs = d.defs
-Definitions.validate_loadable(defs)  # what the webserver and `dagster definitions validate` check
-jobs = ["default_graph", "domain_data", "evaluation", "profiler_training", "profiling", "observe_raw_files"]
-for job in jobs:
-    defs.resolve_job_def(job)
-tags = defs.resolve_assets_def("profiler_checkpoint").op.tags
-print(json.dumps({
-    "executor": defs.resolve_job_def("default_graph").executor_def.name,
-    "resources": {k: type(v).__name__ for k, v in defs.resources.items()},
-    "platform": defs.resources["compute"].platform,
-    "distributed": defs.resources["compute"].distributed,
-    "k8s_tag": "dagster-k8s/config" in tags,
-}))
-"""
-
 
 def _load(env_name: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROFILEKIT_GCP") and k != "PROFILEKIT_GCS_BUCKET"}
     env["PROFILEKIT_ENV"] = env_name
-    return subprocess.run([sys.executable, "-W", "ignore", "-c", CHECK_GCP], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-W", "ignore", "-m", "tests.processes.definitions_summary"], capture_output=True, text=True, cwd=ROOT,
                           env=env, timeout=300)
 
 
@@ -121,25 +102,10 @@ def test_gcs_model_store_round_trips_files_and_an_orbax_checkpoint(gcs_emulator,
     assert np.array_equal(got_opt[0].mu["w"], opt_state[0].mu["w"])
 
 
-CONCURRENT = """
-import json, sys
-from dagster import AssetSelection, DagsterInstance, materialize, load_assets_from_modules
-from assets import data
-from orchestration.resources import local_resources
-assets = load_assets_from_modules([data])
-result = materialize(assets, partition_key=sys.argv[1], resources=local_resources(), instance=DagsterInstance.ephemeral(),
-                     selection=AssetSelection.groups("data") - AssetSelection.assets("raw_domain_files"))
-rows = {e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata["rows"].value
-        for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
-print(json.dumps(rows))
-sys.exit(0 if result.success else 1)
-"""
-
-
 def test_two_partitions_materializing_at_once_into_one_duckdb_file_lose_nothing(tmp_path):
     env = {**os.environ, "PROFILEKIT_WAREHOUSE": str(tmp_path / "shared.duckdb")}
     procs = {
-        domain: subprocess.Popen([sys.executable, "-W", "ignore", "-c", CONCURRENT, domain], cwd=ROOT, env=env,
+        domain: subprocess.Popen([sys.executable, "-W", "ignore", "-m", "tests.processes.data_partition", domain], cwd=ROOT, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for domain in ("amazon-fixture", "refresh-fixture")
     }

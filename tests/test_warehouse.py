@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 
 def _writer(database, domain: str, rows: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-W", "ignore", "-m", "tests.partition_writer", str(database), domain, str(rows), *extra],
+        [sys.executable, "-W", "ignore", "-m", "tests.processes.partition_writer", str(database), domain, str(rows), *extra],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 

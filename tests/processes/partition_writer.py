@@ -1,7 +1,7 @@
 """A process that writes one partition of a DuckDB table through the project's IO manager, optionally pausing
 between the DELETE of the partition's old rows and the INSERT of its new ones (so a test can kill it there).
 
-    python -m tests.partition_writer DATABASE DOMAIN ROWS [--pause-before-insert MARKER_FILE]
+    python -m tests.processes.partition_writer DATABASE DOMAIN ROWS [--pause-before-insert MARKER_FILE]
 """
 
 from __future__ import annotations
