@@ -10,6 +10,7 @@ from dagster_pandera import pandera_schema_to_dagster_type
 
 from assets.automation import on_upstream_data_change
 from assets.partitions import domain_partitions
+from resources.artifacts import Artifact
 
 # Every table is a domain-partitioned DuckDB table, rebuilt only when an upstream data version changes.
 TABLE_OUT = {
@@ -33,6 +34,15 @@ TPU_POD = {
     },
 }
 LLM_HEAVY = {"profilekit/llm": "heavy", "dagster-k8s/config": TPU_POD}
+
+
+# Checkpoints, weights, embedders and vectors: written by the model store, handed on as `Artifact`s.
+ARTIFACT = {"io_manager_key": "artifacts"}
+
+
+def artifact_output(artifact: Artifact, **metadata) -> Output:
+    """An artifact with its content version as the data version."""
+    return Output(artifact, data_version=DataVersion(artifact.version), metadata=metadata)
 
 
 _DAGSTER_TYPES: dict[str, object] = {}

@@ -4,21 +4,27 @@ Partitioned by context method (history, Base, blue, rlaif, rlpf, langptune) x do
 adapted on its own train users; each evaluated domain is scored with the source domain's embedder
 (cross-domain) and with its own (in-domain)."""
 
-import json
 
 import pandas as pd
 from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetIn,
-    DataVersion,
     Failure,
-    MaterializeResult,
     MetadataValue,
     asset,
 )
 
-from assets._common import LLM_HEAVY, ONE_PARTITION_PER_RUN, PARTITIONED, frame_version, table_output, typed
+from assets._common import (
+    ARTIFACT,
+    LLM_HEAVY,
+    ONE_PARTITION_PER_RUN,
+    PARTITIONED,
+    artifact_output,
+    frame_version,
+    table_output,
+    typed,
+)
 from assets.automation import on_upstream_data_change
 from assets.partitions import (
     from_domain,
@@ -26,9 +32,8 @@ from assets.partitions import (
     from_scl_embedders,
     from_scl_source_checkpoint,
     scl_partitions,
-    source_domain,
 )
-from assets.profiles import profiler_base_weights, trained_profiler
+from assets.profiles import trained_profiler
 from profilekit.embedder import Embedder, EmbeddingCache
 from profilekit.evaluation import score_contexts, summarize
 from profilekit.metrics import compare_with_reference
@@ -38,6 +43,7 @@ from profilekit.protocol import eval_examples, scl_train_examples
 from profilekit.schemas import scl_example_scores_schema, scl_metrics_schema, scl_pairs_schema
 from profilekit.scl import HISTORY, scl_run_key, train_scl, training_pairs
 from profilekit.sources import dir_content_hash
+from resources.artifacts import BY_PARTITION, Artifact
 from resources.embedder import EmbedderResource
 from resources.llm import ProfilerLLMResource
 from resources.model_store import ModelStore
@@ -55,17 +61,19 @@ SCL_TABLE = {**SCL_PARTITIONED, "metadata": {"partition_expr": {"method": "metho
 FROM_DOMAIN = {name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "candidate_sets", "items")}
 
 
-def _pointer(model_store: ModelStore, method: str, domain: str):
-    return model_store.path("scl_embedder", domain, f"{method}/current.json")
-
-
 @asset(
-    **SCL_TABLE, code_version="1", ins={k: FROM_DOMAIN[k] for k in ("filtered_histories", "items")},
-    deps=[AssetDep("profiler_checkpoint", partition_mapping=from_scl_source_checkpoint), profiler_base_weights],
+    **SCL_TABLE, code_version="2",
+    ins={
+        **{k: FROM_DOMAIN[k] for k in ("filtered_histories", "items")},
+        # Trained methods' source-domain checkpoint; none for the history and Base contexts.
+        "profiler_checkpoint": AssetIn(partition_mapping=from_scl_source_checkpoint, metadata=BY_PARTITION),
+        "profiler_base_weights": AssetIn(),
+    },
     op_tags=LLM_HEAVY, **typed(scl_pairs_schema),
 )
 def scl_training_pairs(
     context: AssetExecutionContext, filtered_histories: pd.DataFrame, items: pd.DataFrame,
+    profiler_checkpoint: dict[str, Artifact | None], profiler_base_weights: Artifact,
     profiler_llm: ProfilerLLMResource, model_store: ModelStore, protocol: ProtocolResource,
 ):
     """(user text, next item text) of the domain's SCL train users: 10-H, or 10H + the method's profile (Base:
@@ -77,10 +85,14 @@ def scl_training_pairs(
     profiles, generated_now = None, 0
     if method != HISTORY:
         if method == "Base":
-            chat = profiler_llm.chat(model_store)
+            chat = profiler_llm.chat(profiler_base_weights)
             version = chat.version
         else:
-            chat, version = trained_profiler(method, profiler_llm, model_store)
+            checkpoint = next((c for c in profiler_checkpoint.values() if c is not None), None)
+            if checkpoint is None:
+                raise Failure(f"no {method} checkpoint trained on the source domain ({', '.join(profiler_checkpoint)}): "
+                              "materialize profiler_checkpoint first")
+            chat, version = trained_profiler(checkpoint, profiler_base_weights, profiler_llm), checkpoint.version
         cache = GenerationCache(model_store.generation_cache, version)
         profiles, generated_now = generate_profiles(chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache)
     pairs = training_pairs(examples, items, profiles, protocol.recent_k, method)
@@ -89,11 +101,11 @@ def scl_training_pairs(
                        empty_profiles=empty)
 
 
-@asset(**SCL_PARTITIONED, code_version="1")
+@asset(**SCL_PARTITIONED, code_version="2", **ARTIFACT)
 def scl_embedder(
     context: AssetExecutionContext, scl_training_pairs: pd.DataFrame, embedder: EmbedderResource,
     model_store: ModelStore, scl: SCLResource,
-) -> MaterializeResult:
+):
     """The frozen embedder fine-tuned with symmetric in-batch InfoNCE on the partition's pairs (sentence-
     transformers trainer); saved through the model store; a run with the same pairs and budgets is not repeated."""
     keys = context.partition_key.keys_by_dimension
@@ -104,20 +116,14 @@ def scl_embedder(
     pairs = scl_training_pairs
     result = train_scl(base.model_path, pairs["anchor"].tolist(), pairs["positive"].tolist(), config, model_dir, context.log.info)
     version = f"{model_dir.name}-{dir_content_hash(model_dir)}"
-    pointer = _pointer(model_store, keys["method"], keys["domain"])
-    pointer.write_text(json.dumps({"run": run, "version": version}))
-    model_store.commit(pointer)
     log = pd.DataFrame(result.log)
-    return MaterializeResult(
-        data_version=DataVersion(version),
-        metadata={
-            "path": MetadataValue.path(model_store.commit(model_dir.parent)), "embedder_version": version,
-            "base_embedder_version": base.version, "pairs": len(pairs), "steps": result.steps,
-            "trained_now": result.trained_now, "seconds": round(result.seconds, 1),
-            "final_loss": float(log["loss"].iloc[-1]) if len(log) else float("nan"),
-            "loss_curve": MetadataValue.md(markdown_image(loss_curve_png(result.log, f"SCL {keys['method']} on {keys['domain']}"), "SCL loss")),
-            "log": MetadataValue.md(log.round(6).to_markdown(index=False)),
-        },
+    return artifact_output(
+        Artifact(model_dir.parent, version, {"run": run}),  # the run folder: the model and its training log
+        embedder_version=version, base_embedder_version=base.version, pairs=len(pairs), steps=result.steps,
+        trained_now=result.trained_now, seconds=round(result.seconds, 1),
+        final_loss=float(log["loss"].iloc[-1]) if len(log) else float("nan"),
+        loss_curve=MetadataValue.md(markdown_image(loss_curve_png(result.log, f"SCL {keys['method']} on {keys['domain']}"), "SCL loss")),
+        log=MetadataValue.md(log.round(6).to_markdown(index=False)),
     )
 
 
@@ -134,14 +140,16 @@ def _eval_profiles(method: str, domain: str, warehouse_reader: WarehouseReader) 
 
 
 @asset(
-    **SCL_TABLE, code_version="1", ins=FROM_DOMAIN,
-    deps=[AssetDep(scl_embedder, partition_mapping=from_scl_embedders), AssetDep("base_profiles", partition_mapping=from_domain),
+    **SCL_TABLE, code_version="2",
+    ins={**FROM_DOMAIN, "scl_embedder": AssetIn(partition_mapping=from_scl_embedders, metadata=BY_PARTITION)},
+    deps=[AssetDep("base_profiles", partition_mapping=from_domain),
           AssetDep("generated_profiles", partition_mapping=from_generated_profiles)],
     **typed(scl_example_scores_schema),
 )
 def scl_example_scores(
     context: AssetExecutionContext, filtered_histories: pd.DataFrame, candidate_sets: pd.DataFrame, items: pd.DataFrame,
-    model_store: ModelStore, protocol: ProtocolResource, warehouse_reader: WarehouseReader,
+    scl_embedder: dict[str, Artifact | None], model_store: ModelStore, protocol: ProtocolResource,
+    warehouse_reader: WarehouseReader,
 ):
     """Rank, N@10 and R@10 of each evaluated test user's target with the context's adapted embedders: the one
     adapted on the source domain (cross-domain) and the domain's own (in-domain). Item vectors are cached per
@@ -150,21 +158,23 @@ def scl_example_scores(
     examples = eval_examples(filtered_histories, protocol.get())
     contexts = training_pairs(examples, items, _eval_profiles(method, domain, warehouse_reader), protocol.recent_k, method)
     contexts = contexts.rename(columns={"anchor": "text"})
+    # The mapping hands over the embedder adapted on the domain itself and the one adapted on the source domain
+    # (one and the same when the domain is the source).
+    by_domain = {key.keys_by_dimension["domain"]: artifact for key, artifact in scl_embedder.items()}
+    source = next((d for d in by_domain if d != domain), domain)
     frames, missing, encoded_now = [], [], 0
-    for setting, train_domain in (("cross-domain", source_domain()), ("in-domain", domain)):
-        pointer = _pointer(model_store, method, train_domain)
-        if not pointer.exists():
+    for setting, train_domain in (("cross-domain", source), ("in-domain", domain)):
+        if by_domain.get(train_domain) is None:
             missing.append(f"{setting} ({method}|{train_domain})")
             continue
-        run = json.loads(pointer.read_text())["run"]
-        model = Embedder(model_store.path("scl_embedder", train_domain, f"{method}/{run}") / "model")
+        model = Embedder(by_domain[train_domain].path / "model")
         cache = EmbeddingCache(model_store.embedding_cache, model.version)
         vectors, now = cache.encode(items["text"].tolist(), model)
         encoded_now += now
         scores = score_contexts(contexts, candidate_sets, dict(zip(items["item_id"], vectors)), model, cache)
         frames.append(scores.assign(setting=setting, train_domain=train_domain, embedder_version=model.version))
     if not frames:
-        raise Failure(f"no SCL embedder of {method} for {domain}: materialize scl_embedder {method}|{source_domain()} "
+        raise Failure(f"no SCL embedder of {method} for {domain}: materialize scl_embedder {method}|{source} "
                       f"(cross-domain) or {method}|{domain} (in-domain) first")
     yield table_output(pd.concat(frames, ignore_index=True), settings_missing=", ".join(missing) or "none",
                        item_vectors_encoded_now=encoded_now)

@@ -5,14 +5,12 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetOut,
-    DataVersion,
-    MaterializeResult,
     MetadataValue,
     asset,
     multi_asset,
 )
 
-from assets._common import LLM_HEAVY, ONE_PARTITION_PER_RUN, TABLE_OUT, table_output, typed
+from assets._common import ARTIFACT, LLM_HEAVY, ONE_PARTITION_PER_RUN, TABLE_OUT, artifact_output, table_output, typed
 from assets.automation import on_upstream_data_change
 from assets.partitions import domain_partitions, from_domain
 from profilekit.contexts import history_contexts, profile_contexts
@@ -30,6 +28,7 @@ from profilekit.schemas import (
     rec_metrics_schema,
 )
 from profilekit.vectors import load_item_vectors, save_item_vectors
+from resources.artifacts import Artifact
 from resources.embedder import EmbedderResource
 from resources.llm import JudgeLLMResource
 from resources.model_store import ModelStore
@@ -58,26 +57,21 @@ def _with_significance(metrics: pd.DataFrame, scores: pd.DataFrame, value: str) 
     return metrics.merge(compare_with_reference(scores, value), on=["domain", "method", "context"], how="left")
 
 
-@asset(partitions_def=domain_partitions, backfill_policy=ONE_PARTITION_PER_RUN, automation_condition=on_upstream_data_change(), code_version="1", group_name="embeddings")
-def item_embeddings(
-    context: AssetExecutionContext, items: pd.DataFrame, embedder: EmbedderResource, model_store: ModelStore
-) -> MaterializeResult:
+@asset(
+    partitions_def=domain_partitions, backfill_policy=ONE_PARTITION_PER_RUN, automation_condition=on_upstream_data_change(),
+    code_version="2", group_name="embeddings", **ARTIFACT,
+)
+def item_embeddings(context: AssetExecutionContext, items: pd.DataFrame, embedder: EmbedderResource, model_store: ModelStore):
     """L2-normalised item-text vectors of the frozen embedder; cached by embedder version + text hash."""
     model = embedder.load()
     cache = EmbeddingCache(model_store.embedding_cache, model.version)
     vectors, encoded_now = cache.encode(items["text"].tolist(), model)
     path = model_store.path("item_embeddings", context.partition_key, "items.npz")
     digest = save_item_vectors(path, items["item_id"].tolist(), vectors, model.version)
-    return MaterializeResult(
-        data_version=DataVersion(digest),
-        metadata={
-            "path": MetadataValue.path(model_store.commit(path)),
-            "items": len(items),
-            "dim": int(vectors.shape[1]),
-            "embedder_version": model.version,
-            "encoded_now": encoded_now,
-            "from_cache": len(items) - encoded_now,
-        },
+    return artifact_output(
+        Artifact(path, digest, {"embedder_version": model.version}),
+        items=len(items), dim=int(vectors.shape[1]), embedder_version=model.version, encoded_now=encoded_now,
+        from_cache=len(items) - encoded_now,
     )
 
 
@@ -88,7 +82,7 @@ def item_embeddings(
     },
     partitions_def=domain_partitions,
     backfill_policy=ONE_PARTITION_PER_RUN,
-    deps=["item_embeddings", TRAINED_PROFILES],
+    deps=[TRAINED_PROFILES],
 )
 def recommendation_eval(
     context: AssetExecutionContext,
@@ -96,6 +90,7 @@ def recommendation_eval(
     candidate_sets: pd.DataFrame,
     items: pd.DataFrame,
     base_profiles: pd.DataFrame,
+    item_embeddings: Artifact,
     embedder: EmbedderResource,
     model_store: ModelStore,
     protocol: ProtocolResource,
@@ -104,7 +99,7 @@ def recommendation_eval(
     """N@10 / R@10 per evaluated test user and context (history, Base and every trained method's P / 10H+P);
     per-example scores kept, and each method paired-tested against BLUE on the same examples."""
     model, proto = embedder.load(), protocol.get()
-    item_vectors = load_item_vectors(model_store.path("item_embeddings", context.partition_key, "items.npz"), model.version)
+    item_vectors = load_item_vectors(item_embeddings.path, model.version)
     examples = eval_examples(filtered_histories, protocol.get())
     trained = warehouse_reader.domain_rows("generated_profiles", context.partition_key)
     contexts = pd.concat(
@@ -139,6 +134,7 @@ def qa_eval(
     items: pd.DataFrame,
     interactions: pd.DataFrame,
     base_profiles: pd.DataFrame,
+    profiler_base_weights: Artifact,
     judge_llm: JudgeLLMResource,
     model_store: ModelStore,
     protocol: ProtocolResource,
@@ -148,7 +144,7 @@ def qa_eval(
     each method's accuracy paired-tested against BLUE's."""
     proto = protocol.get()
     examples = eval_examples(filtered_histories, proto, proto.max_qa_users)
-    judge = judge_llm.chat(model_store)
+    judge = judge_llm.chat(profiler_base_weights)
     trained = warehouse_reader.domain_rows("generated_profiles", context.partition_key)
     contexts = pd.concat(
         [

@@ -1,22 +1,13 @@
 """Profiler weights, zero-shot (Base) profiles and the profiles of trained methods."""
 
-import json
+from pathlib import Path
 
 import pandas as pd
-from dagster import (
-    AssetDep,
-    AssetExecutionContext,
-    AssetIn,
-    DataVersion,
-    Failure,
-    MaterializeResult,
-    MetadataValue,
-    asset,
-)
+from dagster import AssetExecutionContext, AssetIn, Failure, asset
 
-from assets._common import LLM_HEAVY, ONE_PARTITION_PER_RUN, PARTITIONED, table_output, typed
+from assets._common import ARTIFACT, LLM_HEAVY, ONE_PARTITION_PER_RUN, PARTITIONED, artifact_output, table_output, typed
 from assets.automation import on_upstream_data_change
-from assets.partitions import from_domain, from_source_checkpoint, method_domain_partitions, source_domain
+from assets.partitions import from_domain, from_source_checkpoint, method_domain_partitions
 from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
 from profilekit.profiler import GenerationCache, generate_profiles
 from profilekit.prompts import PROMPT_VERSION
@@ -24,23 +15,23 @@ from profilekit.protocol import eval_examples
 from profilekit.schemas import profiles_schema
 from profilekit.sources import dir_content_hash
 from profilekit.training import load_trained_policy
-from resources.llm import ProfilerLLMResource
+from resources.artifacts import Artifact
+from resources.llm import ProfilerLLMResource, packaged_weights_dir
 from resources.model_store import ModelStore
 from resources.protocol import ProtocolResource
 
 
-@asset(code_version="1", group_name="profiler", automation_condition=on_upstream_data_change())
-def profiler_base_weights(profiler_llm: ProfilerLLMResource, model_store: ModelStore) -> MaterializeResult:
+@asset(**ARTIFACT, code_version="2", group_name="profiler", automation_condition=on_upstream_data_change())
+def profiler_base_weights(profiler_llm: ProfilerLLMResource, model_store: ModelStore):
     """HF-layout safetensors of the profiler: the packaged SmolLM2 GGUF dequantised once (lossy copy of the
-    original weights), or the user's own directory; the data version is the directory's content hash."""
-    weights = profiler_llm.resolve_weights(model_store)
-    if not profiler_llm.weights_dir:
-        export_gguf_to_hf(packaged_gguf(model_store.source_cache), weights)
+    original weights) into the model store, or the user's own directory; the data version is the directory's
+    content hash."""
+    if profiler_llm.weights_dir:
+        weights = Path(profiler_llm.weights_dir)
+    else:
+        weights = export_gguf_to_hf(packaged_gguf(model_store.source_cache), packaged_weights_dir(model_store))
     digest = dir_content_hash(weights)
-    return MaterializeResult(
-        data_version=DataVersion(digest),
-        metadata={"path": MetadataValue.path(str(weights)), "content_hash": digest, "files": len(list(weights.iterdir()))},
-    )
+    return artifact_output(Artifact(weights, digest), content_hash=digest, files=len(list(weights.iterdir())))
 
 
 def _profile_table(context, chat, examples, items, profiler_llm, model_store, method: str, model_version: str):
@@ -62,27 +53,21 @@ def _profile_table(context, chat, examples, items, profiler_llm, model_store, me
     )
 
 
-def trained_profiler(method: str, profiler_llm: ProfilerLLMResource, model_store: ModelStore):
-    """The profiler with `method`'s checkpoint trained on the source domain, and that checkpoint's digest (the
-    version its generations are cached under)."""
-    pointer = model_store.path("profiler_checkpoint", method, f"{source_domain()}/current.json")
-    if not pointer.exists():
-        raise Failure(f"no {method} checkpoint trained on {source_domain()}: materialize profiler_checkpoint "
-                      f"partition {method}|{source_domain()} first")
-    checkpoint = json.loads(pointer.read_text())
-    chat = profiler_llm.fresh_chat(model_store)
-    if checkpoint["base_version"] != chat.version:
-        raise Failure(f"the {method} checkpoint was trained from profiler weights {checkpoint['base_version']}, the "
-                      f"profiler_llm resource now loads {chat.version}: re-materialize profiler_checkpoint")
-    chat, _ = load_trained_policy(chat, model_store.path("profiler_checkpoint", method, checkpoint["run"]))
-    return chat, checkpoint["digest"]
+def trained_profiler(checkpoint: Artifact, base: Artifact, profiler_llm: ProfilerLLMResource):
+    """The profiler with a trained checkpoint's weights (its version is what its generations are cached under)."""
+    chat = profiler_llm.fresh_chat(base)
+    if checkpoint.info["base_version"] != chat.version:
+        raise Failure(f"the checkpoint {checkpoint.info['run']} was trained from profiler weights "
+                      f"{checkpoint.info['base_version']}, the profiler_llm resource now loads {chat.version}: "
+                      "re-materialize profiler_checkpoint")
+    chat, _ = load_trained_policy(chat, checkpoint.path)
+    return chat
 
 
 @asset(
     **PARTITIONED,
     code_version="2",
     group_name="profiler",
-    deps=[profiler_base_weights],
     op_tags=LLM_HEAVY,
     **typed(profiles_schema),
 )
@@ -90,13 +75,14 @@ def base_profiles(
     context: AssetExecutionContext,
     filtered_histories: pd.DataFrame,
     items: pd.DataFrame,
+    profiler_base_weights: Artifact,
     profiler_llm: ProfilerLLMResource,
     model_store: ModelStore,
     protocol: ProtocolResource,
 ):
     """Zero-shot profiles of the evaluated test users (temperature 0.7), with token counts and seconds; only
     users whose prompt changed since an earlier run are generated again (the nightly refresh relies on it)."""
-    chat = profiler_llm.chat(model_store)
+    chat = profiler_llm.chat(profiler_base_weights)
     examples = eval_examples(filtered_histories, protocol.get())
     yield _profile_table(context, chat, examples, items, profiler_llm, model_store, "Base", chat.version)
 
@@ -109,8 +95,11 @@ def base_profiles(
     automation_condition=on_upstream_data_change(),
     code_version="1",
     group_name="training",
-    ins={name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "items")},
-    deps=[AssetDep("profiler_checkpoint", partition_mapping=from_source_checkpoint)],
+    ins={
+        **{name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "items")},
+        "profiler_checkpoint": AssetIn(partition_mapping=from_source_checkpoint),
+        "profiler_base_weights": AssetIn(),
+    },
     op_tags=LLM_HEAVY,
     **typed(profiles_schema),
 )
@@ -118,6 +107,8 @@ def generated_profiles(
     context: AssetExecutionContext,
     filtered_histories: pd.DataFrame,
     items: pd.DataFrame,
+    profiler_checkpoint: Artifact,
+    profiler_base_weights: Artifact,
     profiler_llm: ProfilerLLMResource,
     model_store: ModelStore,
     protocol: ProtocolResource,
@@ -125,6 +116,6 @@ def generated_profiles(
     """Profiles of a domain's evaluated test users written by a trained method's checkpoint (the one trained on
     the source domain), at inference temperature 0.7; unchanged users come from the generation cache."""
     method = context.partition_key.keys_by_dimension["method"]
-    chat, version = trained_profiler(method, profiler_llm, model_store)
+    chat = trained_profiler(profiler_checkpoint, profiler_base_weights, profiler_llm)
     examples = eval_examples(filtered_histories, protocol.get())
-    yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, version)
+    yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, profiler_checkpoint.version)

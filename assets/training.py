@@ -1,7 +1,5 @@
 """Method configurations and GRPO-trained profiler checkpoints (METHOD §3-5), partitioned by method x domain."""
 
-import json
-
 import pandas as pd
 from dagster import (
     AssetDep,
@@ -9,19 +7,18 @@ from dagster import (
     AssetIn,
     DataVersion,
     DataVersionsByPartition,
-    MaterializeResult,
     MetadataValue,
     asset,
     observable_source_asset,
 )
 
-from assets._common import LLM_HEAVY, ONE_PARTITION_PER_RUN, frame_version
+from assets._common import ARTIFACT, LLM_HEAVY, ONE_PARTITION_PER_RUN, artifact_output, frame_version
 from assets.automation import on_method_config_change
 from assets.partitions import from_domain, from_method, method_domain_partitions, method_partitions
-from assets.profiles import profiler_base_weights
 from profilekit.plots import markdown_image, reward_curve_png
 from profilekit.training import METHODS, RewardModels, method_fingerprint, run_key, train_profiler, training_examples
 from profilekit.vectors import load_item_vectors
+from resources.artifacts import Artifact
 from resources.embedder import EmbedderResource
 from resources.llm import JudgeLLMResource, ProfilerLLMResource
 from resources.model_store import ModelStore
@@ -39,44 +36,47 @@ def method_configs() -> DataVersionsByPartition:
 @asset(
     partitions_def=method_domain_partitions,
     backfill_policy=ONE_PARTITION_PER_RUN,
-    code_version="1",
+    code_version="2",
     group_name="training",
-    ins={name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "candidate_sets", "items")},
-    deps=[AssetDep(method_configs, partition_mapping=from_method), AssetDep("item_embeddings", partition_mapping=from_domain),
-          profiler_base_weights],
+    ins={
+        **{name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "candidate_sets", "items")},
+        "item_embeddings": AssetIn(partition_mapping=from_domain),
+        "profiler_base_weights": AssetIn(),
+    },
+    deps=[AssetDep(method_configs, partition_mapping=from_method)],
     op_tags=LLM_HEAVY,
     automation_condition=on_method_config_change(),
+    **ARTIFACT,
 )
 def profiler_checkpoint(
     context: AssetExecutionContext, filtered_histories: pd.DataFrame, candidate_sets: pd.DataFrame, items: pd.DataFrame,
+    item_embeddings: Artifact, profiler_base_weights: Artifact,
     profiler_llm: ProfilerLLMResource, judge_llm: JudgeLLMResource, embedder: EmbedderResource,
     model_store: ModelStore, protocol: ProtocolResource, training: TrainingResource,
-) -> MaterializeResult:
+):
     """GRPO training of the profiler on the domain's train users with the method's reward; orbax step
     checkpoints, resumed after an interruption; a run that already reached `steps` is not retrained."""
     keys = context.partition_key.keys_by_dimension
     method, domain = METHODS[keys["method"]], keys["domain"]
-    policy, config, emb = profiler_llm.fresh_chat(model_store), training.config(method.advantage), embedder.load()
+    policy, config = profiler_llm.fresh_chat(profiler_base_weights), training.config(method.advantage)
+    emb = embedder.load()
     data = training_examples(filtered_histories, candidate_sets, items, policy.count_tokens,
                              config.history_budget_tokens, protocol.recent_k, protocol.seed)
-    vectors = load_item_vectors(model_store.path("item_embeddings", domain, "items.npz"), emb.version)
-    judge = judge_llm.chat(model_store) if method.reward.kind in ("rlpf", "rlaif") else None
+    vectors = load_item_vectors(item_embeddings.path, emb.version)
+    judge = judge_llm.chat(profiler_base_weights) if method.reward.kind in ("rlpf", "rlaif") else None
     run = f"{domain}/{run_key(method, config, policy.version, frame_version(filtered_histories).value)}"
     run_dir = model_store.path("profiler_checkpoint", method.name, run)  # fetched when another machine trained it
+    # Every step is committed as it is saved, so a run interrupted on one machine resumes on another.
     result = train_profiler(policy, data, method, config, run_dir, RewardModels(emb, vectors, judge),
                             log=context.log.info, on_step=lambda _: model_store.commit(run_dir))
-    pointer = model_store.path("profiler_checkpoint", method.name, f"{domain}/current.json")
-    pointer.write_text(json.dumps({"run": run, "step": result.step, "digest": result.digest, "base_version": policy.version}))
-    model_store.commit(pointer)
     curve = pd.DataFrame(result.log)
-    return MaterializeResult(
-        data_version=DataVersion(result.digest),
-        metadata={
-            "path": MetadataValue.path(model_store.commit(run_dir)), "step": result.step, "trained_now": result.trained_now,
-            "resumed_from": result.resumed_from if result.resumed_from is not None else -1,
-            "train_examples": len(data), "seconds": round(result.seconds, 1),
-            "final_reward_mean": float(curve["reward_mean"].iloc[-1]) if len(curve) else float("nan"),
-            "reward_curve": MetadataValue.md(markdown_image(reward_curve_png(result.log, f"{method.name} on {domain}"), "reward curve")),
-            "log": MetadataValue.md(curve.round(4).to_markdown(index=False)),
-        },
+    checkpoint = Artifact(run_dir, result.digest, {"run": run, "step": result.step, "base_version": policy.version})
+    return artifact_output(
+        checkpoint,
+        step=result.step, trained_now=result.trained_now,
+        resumed_from=result.resumed_from if result.resumed_from is not None else -1,
+        train_examples=len(data), seconds=round(result.seconds, 1),
+        final_reward_mean=float(curve["reward_mean"].iloc[-1]) if len(curve) else float("nan"),
+        reward_curve=MetadataValue.md(markdown_image(reward_curve_png(result.log, f"{method.name} on {domain}"), "reward curve")),
+        log=MetadataValue.md(curve.round(4).to_markdown(index=False)),
     )

@@ -75,14 +75,16 @@ def _append_interactions(n_test: int, n_train: int, seed: int) -> list[str]:
 
 
 def _private_store() -> Path:
-    """A data dir of its own (warehouse, artifacts, pointers) that shares the real one's content-addressed caches,
+    """A data dir of its own (warehouse, artifact records) that shares the real one's content-addressed caches,
     wheels, profiler weights and checkpoints, so nothing of the real runs is overwritten."""
     data = WORK / "data"
     store = data / "store"
     store.mkdir(parents=True, exist_ok=True)
     real = ROOT / ".data" / "store"
-    for name in ("sources", "generation_cache", "embedding_cache", "profiler_base_weights", "profiler_checkpoint"):
+    for name in ("sources", "generation_cache", "embedding_cache", "profiler_base_weights", "profiler_checkpoint",
+                 "artifacts/profiler_checkpoint"):
         link = store / name
+        link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
             (real / name).mkdir(parents=True, exist_ok=True)
             link.symlink_to(real / name)
@@ -112,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     from orchestration.definitions import defs
 
     store = ROOT / ".data" / "store"
-    methods = sorted(p.parent.parent.name for p in store.glob(f"profiler_checkpoint/*/{DOMAIN}/current.json"))
+    # The artifact IO manager's records of the checkpoints trained on the domain (artifacts/<asset>/<dim>=<key>/...).
+    records = {p.parent.name.removeprefix("method="): p
+               for p in store.glob(f"artifacts/profiler_checkpoint/domain={DOMAIN}/method=*/artifact.json")}
+    methods = sorted(records)
     scl = [m for m in SCL_METHODS if m in ("history", "Base", *methods)]
     chain = [("observe_raw_files", None), ("domain_data", DOMAIN)]
     chain += [("profiling", MultiPartitionKey({"method": m, "domain": DOMAIN})) for m in methods]
@@ -162,10 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         run(instance, defs.resolve_job_def("observe_method_configs"))
         for method in methods:  # trained in the real instance: record them here as they are
-            pointer = json.loads((store / "profiler_checkpoint" / method / DOMAIN / "current.json").read_text())
+            record = json.loads(records[method].read_text())
             instance.report_runless_asset_event(AssetMaterialization(
                 "profiler_checkpoint", partition=MultiPartitionKey({"method": method, "domain": DOMAIN}),
-                tags={DATA_VERSION_TAG: pointer["digest"]}))
+                tags={DATA_VERSION_TAG: record["version"]}))
         for job, key in chain:
             run(instance, defs.resolve_job_def(job), key=key)
         print(f"night 0: {time.perf_counter() - started:.1f} s", flush=True)

@@ -12,6 +12,7 @@ from dagster_k8s import k8s_job_executor
 
 from profilekit.scl import PAPER_SCL
 from profilekit.training import PAPER_GRPO
+from resources.artifacts import ArtifactIOManager
 from resources.compute import ComputeResource
 from resources.embedder import EmbedderResource
 from resources.llm import JudgeLLMResource, ProfilerLLMResource
@@ -40,11 +41,13 @@ def _models(s: Settings, compute: ComputeResource) -> dict:
 
 def local_resources(s: Settings | None = None) -> dict:
     s = s or settings()
+    store = LocalModelStore(root=str(s.store_root))
     return {
         **_models(s, ComputeResource(platform="cpu", mesh_shape=[1, 1])),
         "warehouse": duckdb_warehouse(s.warehouse_path),
         "warehouse_reader": DuckDBWarehouseReader(database=s.warehouse_path),
-        "model_store": LocalModelStore(root=str(s.store_root)),
+        "model_store": store,
+        "artifacts": ArtifactIOManager(model_store=store),
         "protocol": ProtocolResource(
             max_eval_users=s.max_eval_users or LOCAL_MAX_EVAL_USERS,
             max_qa_users=s.max_qa_users or LOCAL_MAX_QA_USERS,
@@ -62,11 +65,13 @@ def gcp_resources(s: Settings | None = None) -> dict:
     warehouse = {"project": project, "dataset": WAREHOUSE_SCHEMA}
     if s.gcp_credentials:
         warehouse["gcp_credentials"] = EnvVar("PROFILEKIT_GCP_CREDENTIALS")
+    store = GCSModelStore(root="/tmp/profilekit", bucket=EnvVar("PROFILEKIT_GCS_BUCKET"), project=project)
     return {
         **_models(s, ComputeResource(platform="tpu", mesh_shape=[s.tpu_fsdp, s.tpu_tp], distributed=True)),
         "warehouse": BigQueryPandasIOManager(**warehouse),
         "warehouse_reader": BigQueryWarehouseReader(project=project),
-        "model_store": GCSModelStore(root="/tmp/profilekit", bucket=EnvVar("PROFILEKIT_GCS_BUCKET"), project=project),
+        "model_store": store,
+        "artifacts": ArtifactIOManager(model_store=store),
         "protocol": ProtocolResource(),  # the paper's full protocol: every test user
         "training": TrainingResource.of(PAPER_GRPO, **({"steps": s.train_steps} if s.train_steps else {})),
         "scl": SCLResource.of(PAPER_SCL),

@@ -9,6 +9,7 @@ from dagster import ConfigurableResource
 
 from profilekit.llm.sampler import SamplingConfig
 from profilekit.profiler import ChatLM
+from resources.artifacts import Artifact
 from resources.compute import ComputeResource
 from resources.model_store import ModelStore
 
@@ -31,16 +32,17 @@ class _ChatLLMResource(ConfigurableResource):
     dtype: str = "float32"
     batch_size: int = 8
 
-    def resolve_weights(self, store: ModelStore) -> Path:
-        return Path(self.weights_dir) if self.weights_dir else packaged_weights_dir(store)
+    def weights(self, base: Artifact) -> Path:
+        """`weights_dir`, or else the `profiler_base_weights` artifact (the packaged SmolLM2 export by default)."""
+        return Path(self.weights_dir) if self.weights_dir else base.path
 
-    def chat(self, store: ModelStore) -> ChatLM:
+    def chat(self, base: Artifact) -> ChatLM:
         """The shared, never-modified model of this process."""
-        return _chat(str(self.resolve_weights(store)), self.dtype, self.compute.mesh(), self.batch_size)
+        return _chat(str(self.weights(base)), self.dtype, self.compute.mesh(), self.batch_size)
 
-    def fresh_chat(self, store: ModelStore) -> ChatLM:
+    def fresh_chat(self, base: Artifact) -> ChatLM:
         """A private copy whose weights may be trained or replaced by a checkpoint's."""
-        return ChatLM(self.resolve_weights(store), dtype=self.dtype, mesh=self.compute.mesh(), batch_size=self.batch_size)
+        return ChatLM(self.weights(base), dtype=self.dtype, mesh=self.compute.mesh(), batch_size=self.batch_size)
 
 
 class ProfilerLLMResource(_ChatLLMResource):

@@ -1,7 +1,8 @@
-"""Artifact store for files that never go through an IO manager: embeddings, checkpoints, raw-source cache.
+"""Artifact store: checkpoints, weights, embedders, vectors, and the raw-source and generation caches.
 
-Assets write artifacts under a local working directory (`path()`), then `commit()` them; a GCS store mirrors
-committed artifacts to a bucket and `path()` fetches them on a machine that does not have them yet (a fresh
+Assets write an artifact under a local working directory (`path()`) and return it as an `Artifact`; the
+artifact IO manager (resources/artifacts.py) commits it and hands it to consumers. A GCS store mirrors committed
+artifacts to a bucket, and `path()` / `local()` fetch them on a machine that does not have them yet (a fresh
 k8s pod resuming a training run, a profiling step on another node). Caches stay local.
 """
 
@@ -25,6 +26,15 @@ class ModelStore(ConfigurableResource):
         out = Path(self.root) / kind / validate_domain_name(key) / name
         out.parent.mkdir(parents=True, exist_ok=True)
         return out
+
+    def local(self, relative: str) -> Path:
+        """`<root>/<relative>` on this machine (fetched first where the store is remote)."""
+        return Path(self.root) / relative
+
+    def relative(self, path: Path) -> str:
+        """Where `path` lies inside the store, as `local()` takes it."""
+        # abspath, not resolve: a store may link some of its folders elsewhere (bench/nightly_refresh.py does)
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(self.root)).as_posix()
 
     def commit(self, path: Path) -> str:
         """Publish a written artifact (file or directory); returns where it can be found."""
@@ -66,10 +76,9 @@ class GCSModelStore(ModelStore):
         return client.bucket(self.bucket)
 
     def _blob_name(self, path: Path) -> str:
-        return f"{self.prefix}/{path.resolve().relative_to(Path(self.root).resolve()).as_posix()}"
+        return f"{self.prefix}/{self.relative(path)}"
 
-    def path(self, kind: str, key: str, name: str) -> Path:
-        out = super().path(kind, key, name)
+    def _fetch(self, out: Path) -> Path:
         if not out.exists():
             remote = self._blob_name(out)
             for blob in self._bucket().list_blobs(prefix=remote):
@@ -79,6 +88,12 @@ class GCSModelStore(ModelStore):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 blob.download_to_filename(str(target))
         return out
+
+    def path(self, kind: str, key: str, name: str) -> Path:
+        return self._fetch(super().path(kind, key, name))
+
+    def local(self, relative: str) -> Path:
+        return self._fetch(super().local(relative))
 
     def commit(self, path: Path) -> str:
         bucket = self._bucket()
