@@ -34,9 +34,8 @@ from assets.partitions import (
     scl_partitions,
 )
 from assets.profiles import trained_profiler
-from profilekit.embedder import Embedder, EmbeddingCache
-from profilekit.evaluation import score_contexts, summarize
-from profilekit.metrics import compare_with_reference
+from profilekit.embedder import Embedder
+from profilekit.evaluation import metrics_by_setting, score_with_embedders
 from profilekit.plots import grouped_bars_png, loss_curve_png, markdown_image
 from profilekit.profiler import GenerationCache, generate_profiles
 from profilekit.protocol import eval_examples, scl_train_examples
@@ -162,21 +161,14 @@ def scl_example_scores(
     # (one and the same when the domain is the source).
     by_domain = {key.keys_by_dimension["domain"]: artifact for key, artifact in scl_embedder.items()}
     source = next((d for d in by_domain if d != domain), domain)
-    frames, missing, encoded_now = [], [], 0
-    for setting, train_domain in (("cross-domain", source), ("in-domain", domain)):
-        if by_domain.get(train_domain) is None:
-            missing.append(f"{setting} ({method}|{train_domain})")
-            continue
-        model = Embedder(by_domain[train_domain].path / "model")
-        cache = EmbeddingCache(model_store.embedding_cache, model.version)
-        vectors, now = cache.encode(items["text"].tolist(), model)
-        encoded_now += now
-        scores = score_contexts(contexts, candidate_sets, dict(zip(items["item_id"], vectors)), model, cache)
-        frames.append(scores.assign(setting=setting, train_domain=train_domain, embedder_version=model.version))
-    if not frames:
+    settings = {"cross-domain": source, "in-domain": domain}
+    missing = [f"{setting} ({method}|{d})" for setting, d in settings.items() if by_domain.get(d) is None]
+    embedders = {s: (d, Embedder(by_domain[d].path / "model")) for s, d in settings.items() if by_domain.get(d) is not None}
+    if not embedders:
         raise Failure(f"no SCL embedder of {method} for {domain}: materialize scl_embedder {method}|{source} "
                       f"(cross-domain) or {method}|{domain} (in-domain) first")
-    yield table_output(pd.concat(frames, ignore_index=True), settings_missing=", ".join(missing) or "none",
+    scores, encoded_now = score_with_embedders(contexts, candidate_sets, items, embedders, model_store.embedding_cache)
+    yield table_output(scores, settings_missing=", ".join(missing) or "none",
                        item_vectors_encoded_now=encoded_now)
 
 
@@ -188,11 +180,7 @@ def scl_metrics(context: AssetExecutionContext, warehouse_reader: WarehouseReade
     scores = warehouse_reader.domain_rows("scl_example_scores", context.partition_key)
     if scores.empty:
         raise Failure(f"no scl_example_scores for {context.partition_key}: materialize them first")
-    tables = []
-    for (setting, train_domain), rows in scores.groupby(["setting", "train_domain"], sort=True):
-        summary = summarize(rows).merge(compare_with_reference(rows, "ndcg10"), on=["domain", "method", "context"], how="left")
-        tables.append(summary.assign(setting=setting, train_domain=train_domain))
-    metrics = pd.concat(tables, ignore_index=True)
+    metrics = metrics_by_setting(scores)
     chart = grouped_bars_png(metrics.assign(domain=metrics["setting"]), "ndcg10", f"NDCG@10 with SCL on {context.partition_key}")
     yield table_output(metrics, summary=MetadataValue.md(metrics.to_markdown(index=False, floatfmt=".4f")),
                        chart=MetadataValue.md(markdown_image(chart, "NDCG@10 with SCL")))

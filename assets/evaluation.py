@@ -13,10 +13,10 @@ from dagster import (
 from assets._common import ARTIFACT, LLM_HEAVY, ONE_PARTITION_PER_RUN, TABLE_OUT, artifact_output, table_output, typed
 from assets.automation import on_upstream_data_change
 from assets.partitions import domain_partitions, from_domain
-from profilekit.contexts import history_contexts, profile_contexts
+from profilekit.contexts import evaluation_contexts
 from profilekit.embedder import EmbeddingCache
 from profilekit.evaluation import score_contexts, summarize
-from profilekit.metrics import compare_with_reference
+from profilekit.metrics import with_significance
 from profilekit.plots import grouped_bars_png, markdown_image
 from profilekit.profiler import GenerationCache
 from profilekit.protocol import eval_examples
@@ -43,18 +43,6 @@ METRIC_TABLE = {**TABLE_OUT, "automation_condition": on_upstream_data_change(gat
 
 def _md(table: pd.DataFrame) -> MetadataValue:
     return MetadataValue.md(table.to_markdown(index=False, floatfmt=".4f"))
-
-
-def _profile_contexts(examples, items, base_profiles, trained_profiles, recent_k: int) -> list[pd.DataFrame]:
-    frames = [profile_contexts(examples, items, base_profiles, recent_k, "Base")]
-    if len(trained_profiles):
-        for method, rows in trained_profiles.groupby("method", sort=True):
-            frames.append(profile_contexts(examples, items, rows, recent_k, method))
-    return frames
-
-
-def _with_significance(metrics: pd.DataFrame, scores: pd.DataFrame, value: str) -> pd.DataFrame:
-    return metrics.merge(compare_with_reference(scores, value), on=["domain", "method", "context"], how="left")
 
 
 @asset(
@@ -102,16 +90,11 @@ def recommendation_eval(
     item_vectors = load_item_vectors(item_embeddings.path, model.version)
     examples = eval_examples(filtered_histories, protocol.get())
     trained = warehouse_reader.domain_rows("generated_profiles", context.partition_key)
-    contexts = pd.concat(
-        [
-            history_contexts(examples, items, model.count_tokens, model.max_seq_length, proto.recent_k),
-            *_profile_contexts(examples, items, base_profiles, trained, proto.recent_k),
-        ],
-        ignore_index=True,
-    )
+    contexts = evaluation_contexts(examples, items, base_profiles, trained, model.count_tokens, model.max_seq_length,
+                                   proto.recent_k)
     cache = EmbeddingCache(model_store.embedding_cache, model.version)
     scores = score_contexts(contexts, candidate_sets, item_vectors, model, cache)
-    metrics = _with_significance(summarize(scores), scores, "ndcg10")
+    metrics = with_significance(summarize(scores), scores, "ndcg10")
     yield table_output(scores, "rec_example_scores", evaluated_users=examples["user_id"].nunique())
     chart = markdown_image(grouped_bars_png(metrics, "ndcg10", "NDCG@10 by context"), "NDCG@10")
     yield table_output(metrics, "rec_metrics", summary=_md(metrics), chart=MetadataValue.md(chart))
@@ -146,18 +129,13 @@ def qa_eval(
     examples = eval_examples(filtered_histories, proto, proto.max_qa_users)
     judge = judge_llm.chat(profiler_base_weights)
     trained = warehouse_reader.domain_rows("generated_profiles", context.partition_key)
-    contexts = pd.concat(
-        [
-            history_contexts(examples, items, judge.count_tokens, judge_llm.context_budget_tokens, proto.recent_k),
-            *_profile_contexts(examples, items, base_profiles, trained, proto.recent_k),
-        ],
-        ignore_index=True,
-    )
+    contexts = evaluation_contexts(examples, items, base_profiles, trained, judge.count_tokens,
+                                   judge_llm.context_budget_tokens, proto.recent_k)
     questions = question_sets(examples, candidate_sets, items, proto.seed)
     cache = GenerationCache(model_store.generation_cache, judge.version)
     rating_fallback = float(interactions["rating"].mean())
     scores = answer_questions(judge, contexts, questions, judge_llm.sampling(), rating_fallback, cache)
-    metrics = _with_significance(summarize_qa(scores), scores, "mc_correct")
+    metrics = with_significance(summarize_qa(scores), scores, "mc_correct")
     yield table_output(scores, "qa_example_scores", judge_version=judge.version)
     chart = markdown_image(grouped_bars_png(metrics, "mc_accuracy", "next-item MC accuracy by context"), "MC accuracy")
     yield table_output(metrics, "qa_metrics", summary=_md(metrics), chart=MetadataValue.md(chart))

@@ -15,7 +15,7 @@ from dagster import (
 )
 
 from profilekit.domains import load_registry
-from profilekit.training import METHODS
+from profilekit.methods import METHODS
 from resources.settings import settings
 
 # Broken registry entries are partitions too: materializing one fails with the registry's message.

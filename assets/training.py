@@ -15,8 +15,9 @@ from dagster import (
 from assets._common import ARTIFACT, LLM_HEAVY, ONE_PARTITION_PER_RUN, artifact_output, frame_version
 from assets.automation import on_method_config_change
 from assets.partitions import from_domain, from_method, method_domain_partitions, method_partitions
+from profilekit.methods import METHODS
 from profilekit.plots import markdown_image, reward_curve_png
-from profilekit.training import METHODS, RewardModels, method_fingerprint, run_key, train_profiler, training_examples
+from profilekit.training import RewardModels, run_key, train_profiler, training_examples
 from profilekit.vectors import load_item_vectors
 from resources.artifacts import Artifact
 from resources.embedder import EmbedderResource
@@ -28,9 +29,9 @@ from resources.training import TrainingResource
 
 @observable_source_asset(partitions_def=method_partitions, group_name="training")
 def method_configs() -> DataVersionsByPartition:
-    """Each trained method's reward and advantage configuration (profilekit.training.METHODS); observing a
+    """Each trained method's reward terms and advantage estimator (profilekit.methods.METHODS); observing a
     changed one re-trains that method's existing checkpoints and nothing else."""
-    return DataVersionsByPartition({name: DataVersion(method_fingerprint(m)) for name, m in METHODS.items()})
+    return DataVersionsByPartition({name: DataVersion(m.fingerprint()) for name, m in METHODS.items()})
 
 
 @asset(
@@ -59,11 +60,11 @@ def profiler_checkpoint(
     keys = context.partition_key.keys_by_dimension
     method, domain = METHODS[keys["method"]], keys["domain"]
     policy, config = profiler_llm.fresh_chat(profiler_base_weights), training.config(method.advantage)
-    emb = embedder.load()
     data = training_examples(filtered_histories, candidate_sets, items, policy.count_tokens,
                              config.history_budget_tokens, protocol.recent_k, protocol.seed)
-    vectors = load_item_vectors(item_embeddings.path, emb.version)
-    judge = judge_llm.chat(profiler_base_weights) if method.reward.kind in ("rlpf", "rlaif") else None
+    emb = embedder.load() if "embedder" in method.needs else None
+    vectors = load_item_vectors(item_embeddings.path, emb.version) if emb is not None else None
+    judge = judge_llm.chat(profiler_base_weights) if "judge" in method.needs else None
     run = f"{domain}/{run_key(method, config, policy.version, frame_version(filtered_histories).value)}"
     run_dir = model_store.path("profiler_checkpoint", method.name, run)  # fetched when another machine trained it
     # Every step is committed as it is saved, so a run interrupted on one machine resumes on another.

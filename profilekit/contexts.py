@@ -53,3 +53,24 @@ def profile_contexts(
         rows.append((ex.domain, ex.user_id, ex.cut, method, "P", views["P"][0]))
         rows.append((ex.domain, ex.user_id, ex.cut, method, "10H+P", views["10H+P"][0]))
     return pd.DataFrame(rows, columns=CONTEXT_COLUMNS)
+
+
+def evaluation_contexts(
+    examples: pd.DataFrame,
+    items: pd.DataFrame,
+    base_profiles: pd.DataFrame,
+    trained_profiles: pd.DataFrame,
+    count_tokens: Callable[[list[str]], list[int]],
+    budget: int,
+    recent_k: int,
+) -> pd.DataFrame:
+    """Every context the evaluation scores: All-H and 10-H, then P and 10H+P of Base and of each trained method
+    (`trained_profiles` may hold several methods' rows, or none)."""
+    frames = [
+        history_contexts(examples, items, count_tokens, budget, recent_k),
+        profile_contexts(examples, items, base_profiles, recent_k, "Base"),
+    ]
+    if len(trained_profiles):
+        for method, rows in trained_profiles.groupby("method", sort=True):
+            frames.append(profile_contexts(examples, items, rows, recent_k, method))
+    return pd.concat(frames, ignore_index=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from profilekit.embedder import Embedder, EmbeddingCache
-from profilekit.metrics import ndcg_at_k, recall_at_k, target_ranks
+from profilekit.metrics import ndcg_at_k, recall_at_k, target_ranks, with_significance
 
 EXAMPLE_KEY = ["domain", "user_id", "cut"]
 
@@ -46,3 +48,35 @@ def summarize(example_scores: pd.DataFrame, k: int = 10) -> pd.DataFrame:
         .agg(n_examples=("rank", "size"), **{f"ndcg{k}": (f"ndcg{k}", "mean"), f"recall{k}": (f"recall{k}", "mean")})
         .reset_index()
     )
+
+
+def score_with_embedders(
+    contexts: pd.DataFrame,
+    candidates: pd.DataFrame,
+    items: pd.DataFrame,
+    embedders: dict[str, tuple[str, Embedder]],
+    cache_root: Path,
+    k: int = 10,
+) -> tuple[pd.DataFrame, int]:
+    """`score_contexts` once per setting with that setting's embedder (`{setting: (train domain, embedder)}`, e.g.
+    SCL's cross-domain and in-domain embedders); item vectors come from the embedding cache of each embedder's
+    version. Returns the scores (columns setting, train_domain, embedder_version added) and how many item texts
+    were encoded now."""
+    frames, encoded_now = [], 0
+    for setting, (train_domain, model) in embedders.items():
+        cache = EmbeddingCache(cache_root, model.version)
+        vectors, now = cache.encode(items["text"].tolist(), model)
+        encoded_now += now
+        scores = score_contexts(contexts, candidates, dict(zip(items["item_id"], vectors)), model, cache, k)
+        frames.append(scores.assign(setting=setting, train_domain=train_domain, embedder_version=model.version))
+    return pd.concat(frames, ignore_index=True), encoded_now
+
+
+def metrics_by_setting(scores: pd.DataFrame, value: str = "ndcg10") -> pd.DataFrame:
+    """Mean metrics per (setting, train domain, method, context), each paired-tested against the reference method
+    of the same setting on the same examples."""
+    tables = [
+        with_significance(summarize(rows), rows, value).assign(setting=setting, train_domain=train_domain)
+        for (setting, train_domain), rows in scores.groupby(["setting", "train_domain"], sort=True)
+    ]
+    return pd.concat(tables, ignore_index=True)

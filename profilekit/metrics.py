@@ -61,3 +61,9 @@ def compare_with_reference(scores: pd.DataFrame, value: str, reference: str = RE
                        wilcoxon_pvalue_vs_ref=test["wilcoxon_pvalue"])
         rows.append(out)
     return pd.DataFrame(rows)
+
+
+def with_significance(metrics: pd.DataFrame, scores: pd.DataFrame, value: str) -> pd.DataFrame:
+    """A metric table (one row per domain, method, context) with each row's paired tests against the reference
+    method on the same examples (`compare_with_reference`)."""
+    return metrics.merge(compare_with_reference(scores, value), on=["domain", "method", "context"], how="left")

@@ -6,8 +6,6 @@ trainer (`profilekit.grpo`) produces the embeddings and the LLM answers. Shapes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.special import log_softmax
 
@@ -15,38 +13,6 @@ from profilekit.metrics import ndcg_at_k, target_ranks
 
 VIEWS = ("10H+P", "P")
 DIRECTIONS = ("u2i", "i2u")
-REWARD_KINDS = ("blue", "langptune", "rlpf", "rlaif")
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """Which reward a method trains with. BLUE's Table-6 ablations are switches of the `blue` kind:
-    text_weight 0 (without R_text), emb_weight 0 (without R_emb), one view, or one direction."""
-
-    kind: str = "blue"
-    text_weight: float = 1.0
-    emb_weight: float = 1.0
-    views: tuple[str, ...] = VIEWS
-    directions: tuple[str, ...] = DIRECTIONS
-    temperature: float = 0.07
-    # RLAIF: groups whose rollouts all get the same judge score carry no signal and are dropped from the loss.
-    drop_constant_groups: bool = False
-
-    def __post_init__(self):
-        if self.kind not in REWARD_KINDS:
-            raise ValueError(f"reward kind must be one of {REWARD_KINDS}, got {self.kind!r}")
-        if not set(self.views) <= set(VIEWS) or not set(self.directions) <= set(DIRECTIONS):
-            raise ValueError(f"views must be within {VIEWS} and directions within {DIRECTIONS}")
-        if self.kind == "blue" and self.emb_weight and not (self.views and self.directions):
-            raise ValueError("the embedding reward needs at least one view and one direction")
-
-    @property
-    def needs_profiler_mc(self) -> bool:
-        return self.kind == "blue" and self.text_weight != 0.0
-
-    @property
-    def needs_embeddings(self) -> bool:
-        return (self.kind == "blue" and self.emb_weight != 0.0) or self.kind == "langptune"
 
 
 def user_to_item_logprob(users: np.ndarray, target: np.ndarray, negatives: np.ndarray, tau: float) -> np.ndarray:
@@ -67,20 +33,30 @@ def item_to_user_logprob(users: np.ndarray, target: np.ndarray, tau: float) -> n
     return np.einsum("gbb->bg", logp)
 
 
+def check_views_and_directions(views: tuple[str, ...], directions: tuple[str, ...]) -> None:
+    """The embedding reward needs at least one known view and one known direction (Table 6 switches them)."""
+    if not views or not directions:
+        raise ValueError("the embedding reward needs at least one view and one direction")
+    if not set(views) <= set(VIEWS) or not set(directions) <= set(DIRECTIONS):
+        raise ValueError(f"views must be within {VIEWS} and directions within {DIRECTIONS}, got {views}, {directions}")
+
+
 def blue_embedding_reward(
-    view_vectors: dict[str, np.ndarray], target: np.ndarray, negatives: np.ndarray, config: RewardConfig
+    view_vectors: dict[str, np.ndarray], target: np.ndarray, negatives: np.ndarray,
+    views: tuple[str, ...] = VIEWS, directions: tuple[str, ...] = DIRECTIONS, temperature: float = 0.07,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """R_emb = Σ_views mean_directions(ℓ) (both directions: ½(ℓ_u2i + ℓ_i2u)), and each term for logging."""
+    check_views_and_directions(views, directions)
     total = np.zeros(next(iter(view_vectors.values())).shape[:2])
     terms = {}
-    for view in config.views:
+    for view in views:
         users = view_vectors[view]
         parts = []
-        if "u2i" in config.directions:
-            terms[f"{view}/u2i"] = user_to_item_logprob(users, target, negatives, config.temperature)
+        if "u2i" in directions:
+            terms[f"{view}/u2i"] = user_to_item_logprob(users, target, negatives, temperature)
             parts.append(terms[f"{view}/u2i"])
-        if "i2u" in config.directions:
-            terms[f"{view}/i2u"] = item_to_user_logprob(users, target, config.temperature)
+        if "i2u" in directions:
+            terms[f"{view}/i2u"] = item_to_user_logprob(users, target, temperature)
             parts.append(terms[f"{view}/i2u"])
         total = total + np.mean(parts, axis=0)
     return total, terms

@@ -23,23 +23,13 @@ import orbax.checkpoint as ocp
 import pandas as pd
 from flax import nnx
 
-from profilekit.contexts import profile_views
 from profilekit.embedder import Embedder
 from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
 from profilekit.llm.sampler import SamplingConfig
+from profilekit.methods import Method, RewardInputs
 from profilekit.profiler import ChatLM, profile_conversations
-from profilekit.prompts import multiple_choice_messages, parse_choice, parse_score, profile_quality_messages
 from profilekit.qa import question_sets
-from profilekit.rewards import (
-    RewardConfig,
-    batch_advantages,
-    blue_embedding_reward,
-    choice_reward,
-    constant_groups,
-    group_advantages,
-    judge_score_reward,
-    ndcg_reward,
-)
+from profilekit.rewards import batch_advantages, constant_groups, group_advantages
 from profilekit.text import example_history_lines, recent_history_text
 
 
@@ -78,45 +68,10 @@ PAPER_GRPO = GRPOConfig(
 )
 
 
-@dataclass(frozen=True)
-class Method:
-    """A trained profiler method: its reward and the advantage estimator it trains with."""
-
-    name: str
-    reward: RewardConfig
-    advantage: str = "group"
-
-
-_BLUE = RewardConfig("blue")
-# Every method of the paper's comparison and Table-6 ablation, as configurations of one trainer.
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in [
-        Method("blue", _BLUE),
-        Method("rlaif", RewardConfig("rlaif", drop_constant_groups=True)),
-        Method("rlpf", RewardConfig("rlpf")),
-        Method("langptune", RewardConfig("langptune")),
-        Method("blue-no-text", replace(_BLUE, text_weight=0.0)),
-        Method("blue-no-emb", replace(_BLUE, emb_weight=0.0)),
-        Method("blue-p-view", replace(_BLUE, views=("P",))),
-        Method("blue-10hp-view", replace(_BLUE, views=("10H+P",))),
-        Method("blue-u2i", replace(_BLUE, directions=("u2i",))),
-        Method("blue-i2u", replace(_BLUE, directions=("i2u",))),
-        Method("blue-reinforcepp", _BLUE, advantage="batch"),
-    ]
-}
-
-
-def method_fingerprint(method: Method) -> str:
-    """Hash of everything that defines a method's objective (what an observation of its config reports)."""
-    payload = json.dumps({"reward": asdict(method.reward), "advantage": method.advantage}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
 def run_key(method: Method, config: GRPOConfig, base_version: str, data_version: str) -> str:
     """Identifies a training run; `steps` is left out so raising it continues the same run from its checkpoint."""
     payload = json.dumps(
-        {"method": method_fingerprint(method), "config": {**asdict(config), "steps": None}, "base": base_version,
+        {"method": method.fingerprint(), "config": {**asdict(config), "steps": None}, "base": base_version,
          "data": data_version},
         sort_keys=True,
     )
@@ -161,8 +116,8 @@ def training_examples(
 
 @dataclass
 class RewardModels:
-    """What the rewards need besides the policy: the frozen embedder with the domain's item vectors (BLUE,
-    LangPTune) and the judge LLM (RLPF, RLAIF)."""
+    """What a method's reward terms need besides the policy (`Method.needs`): the frozen embedder with the
+    domain's item vectors and the judge LLM."""
 
     embedder: Embedder | None = None
     item_vectors: dict[str, np.ndarray] | None = None
@@ -170,55 +125,6 @@ class RewardModels:
 
 
 GREEDY_ANSWER = SamplingConfig(max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0, prompt_bucket=64)
-
-
-def _multiple_choice(chat: ChatLM, profiles: list[str], options: list[list[str]], answers: list[int]) -> np.ndarray:
-    out = chat.generate([multiple_choice_messages(p, o) for p, o in zip(profiles, options)], GREEDY_ANSWER)
-    return choice_reward([parse_choice(a, o) for a, o in zip(out.texts, options)], answers)
-
-
-def compute_rewards(
-    reward: RewardConfig, profiles: list[str], batch: list[int], data: TrainingExamples, policy: ChatLM,
-    models: RewardModels, rollouts: int,
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Rewards [B, G] of the rollouts (rows prompt-major) and the batch mean of every term for the log."""
-    b, g = len(batch), rollouts
-    rows = [i for i in batch for _ in range(g)]
-    terms: dict[str, np.ndarray] = {}
-
-    def vectors(texts: list[str]) -> np.ndarray:
-        return models.embedder.encode(texts).reshape(b, g, -1)
-
-    def item_matrix(ids_per_user: list[list[str]]) -> np.ndarray:
-        return np.stack([np.stack([models.item_vectors[i] for i in ids]) for ids in ids_per_user])
-
-    if reward.kind == "blue":
-        total = np.zeros((b, g))
-        if reward.emb_weight:
-            views = profile_views([data.recent[i] for i in rows], profiles)
-            vecs = {v: vectors(views[v]) for v in reward.views}
-            target = item_matrix([[data.target_ids[i]] for i in batch])[:, 0]
-            r_emb, parts = blue_embedding_reward(vecs, target, item_matrix([data.negative_ids[i] for i in batch]), reward)
-            terms.update({f"emb/{k}": v for k, v in parts.items()}, r_emb=r_emb)
-            total = total + reward.emb_weight * r_emb
-        if reward.text_weight:
-            r_text = _multiple_choice(policy, profiles, [data.options[i] for i in rows], [data.answers[i] for i in rows])
-            terms["r_text"] = r_text.reshape(b, g)
-            total = total + reward.text_weight * terms["r_text"]
-    elif reward.kind == "langptune":
-        cands = item_matrix([[data.target_ids[i], *data.negative_ids[i]] for i in batch])
-        total = terms["ndcg10"] = ndcg_reward(vectors(profiles), cands)
-    elif reward.kind == "rlpf":
-        total = _multiple_choice(models.judge, profiles, [data.options[i] for i in rows], [data.answers[i] for i in rows])
-        total = terms["judge_mc"] = total.reshape(b, g)
-    else:  # rlaif
-        out = models.judge.generate(
-            [profile_quality_messages(data.recent[i], p) for i, p in zip(rows, profiles)], GREEDY_ANSWER
-        )
-        scores = [parse_score(a) for a in out.texts]
-        total = terms["judge_score"] = judge_score_reward(scores).reshape(b, g)
-        terms["judge_unparsed"] = np.array([s is None for s in scores], float)
-    return total, {k: float(np.mean(v)) for k, v in terms.items()}
 
 
 class CheckpointStore:
@@ -328,9 +234,11 @@ def train_profiler(
         completions = [toks + ([stop] if stop is not None else []) for toks, stop in zip(gen.tokens, gen.stops)]
         profiles = [policy.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.tokens]
         t_rollout = time.perf_counter() - t0
-        rewards, terms = compute_rewards(method.reward, profiles, batch, data, policy, models, config.rollouts)
+        inputs = RewardInputs(profiles, batch, config.rollouts, data, policy, models.embedder, models.item_vectors,
+                              models.judge, GREEDY_ANSWER)
+        rewards, terms = method.rewards(inputs)
         advantages = advantage_fn(rewards)
-        dropped = constant_groups(rewards) if method.reward.drop_constant_groups else np.zeros(len(batch), bool)
+        dropped = constant_groups(rewards) if method.drop_constant_groups else np.zeros(len(batch), bool)
         prompt, valid, completion, mask = _pad_batch(prompts, completions, policy.sampler.pad_id, config)
         mask[np.repeat(dropped, config.rollouts)] = False
         t_update = time.perf_counter()

@@ -55,7 +55,8 @@ class ArtifactIOManager(ConfigurableIOManager):
             location = self.model_store.commit(obj.path)
         except ValueError:  # a user's own directory outside the store (own weights): every machine must see it
             path = location = str(Path(obj.path).absolute())
-        record = self.record_path(context.asset_key.path, context.partition_key if context.has_partition_key else None)
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        record = self.record_path(context.asset_key.path, partition)
         record.parent.mkdir(parents=True, exist_ok=True)
         tmp = record.with_suffix(".part")
         tmp.write_text(json.dumps({"path": path, "version": obj.version, "info": obj.info}))

@@ -160,3 +160,12 @@ def test_a_new_column_in_one_partition_does_not_break_a_table_written_by_older_c
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT domain, ndcg10, p_value FROM profiles.scores ORDER BY domain").fetchall()
     assert rows == [("new", 1.0, 1.0), ("old", 1.0, None)]
+
+
+def test_importing_the_methods_does_not_load_jax():
+    done = subprocess.run([sys.executable, "-m", "tests.processes.module_imports", "profilekit.methods"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout))
+    assert "numpy" in loaded or "profilekit" in loaded  # the probe saw the import
+    assert not loaded & {"jax", "jaxlib", "flax", "tunix", "optax", "orbax", "torch"}, sorted(loaded)

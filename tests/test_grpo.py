@@ -86,7 +86,8 @@ TRAIN_SETUP = """
 import numpy as np
 from profilekit.embedder import Embedder
 from profilekit.profiler import ChatLM
-from profilekit.training import GRPOConfig, METHODS, RewardModels, TrainingExamples, train_profiler
+from profilekit.methods import METHODS
+from profilekit.training import GRPOConfig, RewardModels, TrainingExamples, train_profiler
 
 def setup(model_dir):
     rng = np.random.default_rng(0)
@@ -112,12 +113,13 @@ exec(TRAIN_SETUP, _ns)
 
 
 EXPECTED_TERMS = {
-    "blue": {"reward/emb/10H+P/u2i", "reward/emb/10H+P/i2u", "reward/emb/P/u2i", "reward/emb/P/i2u", "reward/r_text"},
-    "langptune": {"reward/ndcg10"},
-    "rlpf": {"reward/judge_mc"},
-    "rlaif": {"reward/judge_score", "reward/judge_unparsed"},
-    "blue-no-text": {"reward/r_emb"},
-    "blue-reinforcepp": {"reward/r_emb", "reward/r_text"},
+    "blue": {"reward/blue_embedding/10H+P/u2i", "reward/blue_embedding/10H+P/i2u", "reward/blue_embedding/P/u2i",
+             "reward/blue_embedding/P/i2u", "reward/blue_embedding", "reward/self_multiple_choice"},
+    "langptune": {"reward/ndcg"},
+    "rlpf": {"reward/judge_multiple_choice"},
+    "rlaif": {"reward/judge_score", "reward/judge_score/unparsed"},
+    "blue-no-text": {"reward/blue_embedding"},
+    "blue-reinforcepp": {"reward/blue_embedding", "reward/self_multiple_choice"},
 }
 
 
@@ -132,7 +134,7 @@ def test_every_method_trains_and_logs_its_terms(tiny_chat_dir, tmp_path):
         assert expected <= set(record), (method, sorted(record))
         assert {"completion_tokens_mean", "dropped_groups", "reward_mean", "seconds"} <= set(record)
         if method == "blue-no-text":
-            assert "reward/r_text" not in record
+            assert "reward/self_multiple_choice" not in record
         updated = [r for r in result.log if not r.get("skipped_update")]
         for r in updated:
             assert {"kl", "clip_fraction", "pg_loss", "grad_norm"} <= set(r)

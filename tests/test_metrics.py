@@ -69,3 +69,43 @@ def test_metric_chart_is_a_png_markdown_image():
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     md = markdown_image(png, "NDCG@10")
     assert md.startswith("![NDCG@10](data:image/png;base64,") and base64.b64decode(md.split(",", 1)[1][:-1]) == png
+
+
+def test_metrics_by_setting_pairs_each_setting_with_its_own_reference():
+    import pandas as pd
+
+    from profilekit.evaluation import metrics_by_setting
+
+    rows = []
+    for setting, shift in (("cross-domain", 0.0), ("in-domain", 0.2)):
+        for user in range(6):
+            for method, base, slope in (("blue", 0.5, 0.01), ("Base", 0.3, 0.02)):
+                value = base + shift + slope * user
+                rows.append({"domain": "d", "user_id": str(user), "cut": 0, "method": method, "context": "10H+P",
+                             "rank": 1, "ndcg10": value, "recall10": 1.0, "setting": setting, "train_domain": "s"})
+    table = metrics_by_setting(pd.DataFrame(rows)).set_index(["setting", "method"])
+    assert table.loc[("in-domain", "Base"), "ndcg10"] == pytest.approx(0.55)
+    assert table.loc[("cross-domain", "Base"), "mean_diff_vs_ref"] == pytest.approx(-0.175)
+    assert table.loc[("in-domain", "Base"), "mean_diff_vs_ref"] == pytest.approx(-0.175)  # not against the other setting
+    assert table.loc[("in-domain", "Base"), "n_paired"] == 6 and math.isnan(table.loc[("in-domain", "blue"), "t_pvalue_vs_ref"])
+
+
+def test_evaluation_contexts_hold_history_base_and_every_trained_method():
+    import json
+
+    import pandas as pd
+
+    from profilekit.contexts import evaluation_contexts
+
+    examples = pd.DataFrame([{"domain": "d", "user_id": "u", "cut": 0, "history_items": json.dumps(["a", "b"]),
+                              "history_ratings": json.dumps([4.0, 5.0]), "target_item_id": "c"}])
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["Heat", "Babe", "Up"]})
+    profile = lambda method: pd.DataFrame([{"user_id": "u", "cut": 0, "profile": f"{method} likes films", "method": method}])  # noqa: E731
+    trained = pd.concat([profile("blue"), profile("rlpf")], ignore_index=True)
+    contexts = evaluation_contexts(examples, items, profile("Base"), trained, lambda xs: [len(x) for x in xs], 100, 10)
+    assert list(zip(contexts["method"], contexts["context"])) == [
+        ("history", "All-H"), ("history", "10-H"), ("Base", "P"), ("Base", "10H+P"), ("blue", "P"), ("blue", "10H+P"),
+        ("rlpf", "P"), ("rlpf", "10H+P"),
+    ]
+    assert contexts.set_index(["method", "context"]).loc[("rlpf", "P"), "text"] == "rlpf likes films"
+    assert len(evaluation_contexts(examples, items, profile("Base"), pd.DataFrame(), lambda xs: [1] * len(xs), 100, 10)) == 4

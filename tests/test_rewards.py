@@ -1,14 +1,12 @@
 """Reward functions and advantages on hand-computed cases (METHOD §3-5)."""
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from profilekit.prompts import parse_score
 from profilekit.rewards import (
-    RewardConfig,
     batch_advantages,
     blue_embedding_reward,
     choice_reward,
@@ -69,27 +67,30 @@ def test_item_to_user_never_mixes_rollout_indices():
 
 def test_blue_reward_sums_views_and_averages_directions_and_ablations_switch_terms():
     views = {"10H+P": USERS, "P": USERS[::-1].copy()}
-    config = RewardConfig("blue")
-    total, terms = blue_embedding_reward(views, TARGETS, NEGATIVES, config)
+    total, terms = blue_embedding_reward(views, TARGETS, NEGATIVES, temperature=TAU)
     u2i = {v: user_to_item_logprob(x, TARGETS, NEGATIVES, TAU) for v, x in views.items()}
     i2u = {v: item_to_user_logprob(x, TARGETS, TAU) for v, x in views.items()}
     assert total == pytest.approx(sum(0.5 * (u2i[v] + i2u[v]) for v in views))
     assert set(terms) == {"10H+P/u2i", "10H+P/i2u", "P/u2i", "P/i2u"}
     assert np.all(total <= 0)  # log-probabilities
 
-    only_p, _ = blue_embedding_reward(views, TARGETS, NEGATIVES, replace(config, views=("P",)))
+    only_p, _ = blue_embedding_reward(views, TARGETS, NEGATIVES, views=("P",), temperature=TAU)
     assert only_p == pytest.approx(0.5 * (u2i["P"] + i2u["P"]))
-    only_u2i, terms = blue_embedding_reward(views, TARGETS, NEGATIVES, replace(config, directions=("u2i",)))
+    only_u2i, terms = blue_embedding_reward(views, TARGETS, NEGATIVES, directions=("u2i",), temperature=TAU)
     assert only_u2i == pytest.approx(u2i["10H+P"] + u2i["P"]) and set(terms) == {"10H+P/u2i", "P/u2i"}
 
 
-def test_reward_config_rejects_unknown_kinds_views_and_empty_embedding_reward():
-    with pytest.raises(ValueError, match="reward kind"):
-        RewardConfig("ppo")
-    with pytest.raises(ValueError, match="views"):
-        RewardConfig("blue", views=("H",))
+def test_methods_reject_unknown_terms_advantages_views_and_empty_embedding_reward():
+    from profilekit.methods import Method, Term, _blue
+
+    with pytest.raises(ValueError, match="unknown reward term 'ppo'"):
+        Term("ppo")
+    with pytest.raises(ValueError, match="advantage"):
+        Method("x", (Term("ndcg"),), advantage="ppo")
+    with pytest.raises(ValueError, match="views must be within"):
+        _blue("x", views=("H",))
     with pytest.raises(ValueError, match="at least one view"):
-        RewardConfig("blue", views=())
+        _blue("x", views=())
 
 
 def test_langptune_ndcg_of_the_target_ranked_by_profile_similarity():

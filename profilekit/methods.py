@@ -1,0 +1,222 @@
+"""Trained profiler methods as data (METHOD §3, §5, Table 6): each is a set of weighted reward terms, registered
+by name with what they need (the policy itself, the frozen embedder with the domain's item vectors, the judge
+LLM), plus an advantage estimator. The trainer sums the weighted terms and logs every term (and its parts)
+without knowing any method; an asset asks `method.needs` which models to load.
+
+Importing this module loads no JAX, so listing the method partitions stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from profilekit.contexts import profile_views
+from profilekit.prompts import multiple_choice_messages, parse_choice, parse_score, profile_quality_messages
+from profilekit.rewards import (
+    DIRECTIONS,
+    VIEWS,
+    blue_embedding_reward,
+    check_views_and_directions,
+    choice_reward,
+    judge_score_reward,
+    ndcg_reward,
+)
+
+NEEDS = ("policy", "embedder", "judge")
+ADVANTAGES = ("group", "batch")  # GRPO's group-normalised, REINFORCE++'s batch-normalised
+
+
+@dataclass
+class RewardInputs:
+    """What a reward term sees of one step: the B×G profiles (prompt-major), the batch's example indices into
+    `data` (TrainingExamples), and the models the method needs (None where it does not)."""
+
+    profiles: list[str]
+    batch: list[int]
+    rollouts: int
+    data: Any
+    policy: Any = None
+    embedder: Any = None
+    item_vectors: dict[str, np.ndarray] | None = None
+    judge: Any = None
+    answer_sampling: Any = None  # greedy sampling for the LLMs' answers
+
+    @property
+    def rows(self) -> list[int]:
+        """The example index of every rollout (prompt-major)."""
+        return [i for i in self.batch for _ in range(self.rollouts)]
+
+    def grid(self, values) -> np.ndarray:
+        return np.asarray(values, dtype=float).reshape(len(self.batch), self.rollouts)
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        return self.embedder.encode(texts).reshape(len(self.batch), self.rollouts, -1)
+
+    def items(self, ids_per_example: list[list[str]]) -> np.ndarray:
+        return np.stack([np.stack([self.item_vectors[i] for i in ids]) for ids in ids_per_example])
+
+
+TermResult = tuple[np.ndarray, dict[str, np.ndarray]]  # [B, G] values and named parts for the log
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    name: str
+    needs: frozenset[str]
+    compute: Callable[..., TermResult]
+
+
+REWARD_TERMS: dict[str, RewardTerm] = {}
+
+
+def reward_term(name: str, needs: tuple[str, ...] = ()):
+    """Register `fn(inputs: RewardInputs, **options) -> ([B, G] values, {part: [B, G]})` as a reward term."""
+    unknown = set(needs) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"reward term {name!r} needs unknown models {sorted(unknown)}; known: {NEEDS}")
+
+    def register(fn: Callable[..., TermResult]) -> Callable[..., TermResult]:
+        if name in REWARD_TERMS:
+            raise ValueError(f"reward term {name!r} is registered twice")
+        REWARD_TERMS[name] = RewardTerm(name, frozenset(needs), fn)
+        return fn
+
+    return register
+
+
+def _answers(chat, inputs: RewardInputs) -> np.ndarray:
+    """1/0 per rollout: does `chat`, reading only the profile, pick the next item among the 4 options."""
+    rows = inputs.rows
+    options = [inputs.data.options[i] for i in rows]
+    out = chat.generate([multiple_choice_messages(p, o) for p, o in zip(inputs.profiles, options)], inputs.answer_sampling)
+    return inputs.grid(choice_reward([parse_choice(a, o) for a, o in zip(out.texts, options)],
+                                     [inputs.data.answers[i] for i in rows]))
+
+
+@reward_term("blue_embedding", needs=("embedder",))
+def _blue_embedding(inputs: RewardInputs, views=VIEWS, directions=DIRECTIONS, temperature: float = 0.07) -> TermResult:
+    """R_emb: Σ over views of ½(ℓ_u2i + ℓ_i2u), InfoNCE against the train negatives and the batch's other users."""
+    rendered = profile_views([inputs.data.recent[i] for i in inputs.rows], inputs.profiles)
+    vectors = {v: inputs.vectors(rendered[v]) for v in views}
+    target = inputs.items([[inputs.data.target_ids[i]] for i in inputs.batch])[:, 0]
+    negatives = inputs.items([inputs.data.negative_ids[i] for i in inputs.batch])
+    return blue_embedding_reward(vectors, target, negatives, tuple(views), tuple(directions), temperature)
+
+
+@reward_term("self_multiple_choice", needs=("policy",))
+def _self_multiple_choice(inputs: RewardInputs) -> TermResult:
+    """R_text: the profiler itself answers the next-item question from its profile (greedy)."""
+    return _answers(inputs.policy, inputs), {}
+
+
+@reward_term("judge_multiple_choice", needs=("judge",))
+def _judge_multiple_choice(inputs: RewardInputs) -> TermResult:
+    """RLPF: the judge LLM answers the next-item question from the profile."""
+    return _answers(inputs.judge, inputs), {}
+
+
+@reward_term("judge_score", needs=("judge",))
+def _judge_score(inputs: RewardInputs) -> TermResult:
+    """RLAIF: the judge LLM scores the profile 1-10 against the recent history, mapped to [0, 1]."""
+    messages = [profile_quality_messages(inputs.data.recent[i], p) for i, p in zip(inputs.rows, inputs.profiles)]
+    scores = [parse_score(a) for a in inputs.judge.generate(messages, inputs.answer_sampling).texts]
+    return inputs.grid(judge_score_reward(scores)), {"unparsed": inputs.grid([s is None for s in scores])}
+
+
+@reward_term("ndcg", needs=("embedder",))
+def _ndcg(inputs: RewardInputs, k: int = 10) -> TermResult:
+    """LangPTune: NDCG@k of the target among its train candidates ranked by cosine to E(P)."""
+    candidates = inputs.items([[inputs.data.target_ids[i], *inputs.data.negative_ids[i]] for i in inputs.batch])
+    return ndcg_reward(inputs.vectors(inputs.profiles), candidates, k), {}
+
+
+@dataclass(frozen=True)
+class Term:
+    """A registered reward term in a method: its weight and options (JSON values)."""
+
+    name: str
+    weight: float = 1.0
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.name not in REWARD_TERMS:
+            raise ValueError(f"unknown reward term {self.name!r}; registered: {sorted(REWARD_TERMS)}")
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.weight, json.dumps(self.options, sort_keys=True)))
+
+
+@dataclass(frozen=True)
+class Method:
+    """A trained profiler method: weighted reward terms and the advantage estimator. `drop_constant_groups`:
+    users whose rollouts all got the same reward carry no signal and leave the loss (RLAIF)."""
+
+    name: str
+    terms: tuple[Term, ...]
+    advantage: str = "group"
+    drop_constant_groups: bool = False
+
+    def __post_init__(self):
+        if self.advantage not in ADVANTAGES:
+            raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
+        if not self.terms:
+            raise ValueError(f"method {self.name!r} has no reward term")
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The models its reward needs besides the sampled profiles."""
+        return frozenset().union(*(REWARD_TERMS[t.name].needs for t in self.terms))
+
+    def rewards(self, inputs: RewardInputs) -> tuple[np.ndarray, dict[str, float]]:
+        """Weighted sum [B, G] of the terms, and the batch mean of every term and part for the log."""
+        total = np.zeros((len(inputs.batch), inputs.rollouts))
+        logged: dict[str, float] = {}
+        for term in self.terms:
+            values, parts = REWARD_TERMS[term.name].compute(inputs, **term.options)
+            total = total + term.weight * values
+            logged[term.name] = float(np.mean(values))
+            logged.update({f"{term.name}/{part}": float(np.mean(v)) for part, v in parts.items()})
+        return total, logged
+
+    def fingerprint(self) -> str:
+        """Hash of everything that defines the objective (what observing `method_configs` reports)."""
+        payload = {
+            "terms": [{"name": t.name, "weight": t.weight, "options": t.options} for t in self.terms],
+            "advantage": self.advantage,
+            "drop_constant_groups": self.drop_constant_groups,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _blue(name: str, text: bool = True, emb: bool = True, advantage: str = "group", views=VIEWS,
+          directions=DIRECTIONS) -> Method:
+    """BLUE, or one of its Table-6 ablations (a term, a view or a direction switched off, or REINFORCE++)."""
+    check_views_and_directions(tuple(views), tuple(directions))
+    embedding = Term("blue_embedding", options={"views": list(views), "directions": list(directions), "temperature": 0.07})
+    terms = ((embedding,) if emb else ()) + ((Term("self_multiple_choice"),) if text else ())
+    return Method(name, terms, advantage)
+
+
+# Every method of the paper's comparison and its Table-6 ablation.
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        _blue("blue"),
+        Method("rlaif", (Term("judge_score"),), drop_constant_groups=True),
+        Method("rlpf", (Term("judge_multiple_choice"),)),
+        Method("langptune", (Term("ndcg"),)),
+        _blue("blue-no-text", text=False),
+        _blue("blue-no-emb", emb=False),
+        _blue("blue-p-view", views=["P"]),
+        _blue("blue-10hp-view", views=["10H+P"]),
+        _blue("blue-u2i", directions=["u2i"]),
+        _blue("blue-i2u", directions=["i2u"]),
+        _blue("blue-reinforcepp", advantage="batch"),
+    ]
+}
