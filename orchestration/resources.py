@@ -43,7 +43,7 @@ def local_resources(s: Settings | None = None) -> dict:
     s = s or settings()
     store = LocalModelStore(root=str(s.store_root))
     return {
-        **_models(s, ComputeResource(platform="cpu", mesh_shape=[1, 1])),
+        **_models(s, ComputeResource(platform="cpu", mesh_shape=[1, 1], compilation_cache_dir=str(s.data_dir / "jax_cache"))),
         "warehouse": duckdb_warehouse(s.warehouse_path),
         "warehouse_reader": DuckDBWarehouseReader(database=s.warehouse_path),
         "model_store": store,

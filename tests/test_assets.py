@@ -52,11 +52,35 @@ def _query(sql, *params):
         return con.execute(sql, list(params)).fetchdf()
 
 
-def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance):
-    first = _run(instance, "amazon-fixture")
-    assert first.success
+@pytest.fixture(scope="module")
+def built_domain(instance):
+    """The fixture domain's whole per-domain graph, materialized once for the tests of this module."""
+    result = _run(instance, "amazon-fixture")
+    assert result.success
+    return result
+
+
+TINY = {"steps": 2, "users_per_step": 2, "rollouts": 2, "max_new_tokens": 12}
+
+
+def _tiny(tiny_chat_dir):
+    return {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}},
+            "training": {"config": TINY}}
+
+
+@pytest.fixture(scope="module")
+def trained_blue(instance, built_domain, tiny_chat_dir):
+    """BLUE trained on the (test) source domain by the real assets, with a tiny profiler so it takes seconds."""
+    key = MultiPartitionKey({"method": "blue", "domain": "amazon-fixture"})
+    job = defs.resolve_job_def("profiler_training")
+    assert job.execute_in_process(partition_key=key, instance=instance, run_config={"resources": _tiny(tiny_chat_dir)}).success
+    return key
+
+
+def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance, built_domain):
+    first = built_domain
     checks = [e.event_specific_data for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert {c.check_name for c in checks} == {"history_length_bounds", "candidates_valid"}
+    assert {c.check_name for c in checks} == {"history_length_bounds", "eligible_users", "both_splits", "candidates_valid"}
     assert all(c.passed for c in checks)
     before = _versions(instance, "amazon-fixture")
     assert all(before.values()), before
@@ -92,15 +116,8 @@ def _metadata(instance, asset, partition):
     return record.asset_materialization.metadata, record.asset_materialization.tags.get("dagster/data_version")
 
 
-def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instance, tiny_chat_dir):
-    """BLUE trained on the (test) source domain by the real assets, with a tiny profiler so it takes seconds."""
-    key = MultiPartitionKey({"method": "blue", "domain": "amazon-fixture"})
-    tiny = {
-        "profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}},
-        "training": {"config": {"steps": 2, "users_per_step": 2, "rollouts": 2, "max_new_tokens": 12}},
-    }
-    job = defs.resolve_job_def("profiler_training")
-    assert job.execute_in_process(partition_key=key, instance=instance, run_config={"resources": tiny}).success
+def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instance, trained_blue, tiny_chat_dir):
+    key, tiny = trained_blue, _tiny(tiny_chat_dir)
     meta, version = _metadata(instance, "profiler_checkpoint", key)
     assert meta["step"].value == 2 and meta["trained_now"].value == 2 and meta["train_examples"].value == 24
     assert meta["reward_curve"].value.startswith("![reward curve](data:image/png;base64,")
@@ -132,9 +149,9 @@ def _scl(instance, method, domain, resources):
     return _metadata(instance, "scl_embedder", key)
 
 
-def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instance, tiny_chat_dir):
-    """After the trained-method test: SCL adapts the real MiniLM on the source domain (amazon-fixture) for the
-    history, Base and BLUE contexts, and on a second domain for history; the grid scores both settings."""
+def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instance, trained_blue, tiny_chat_dir):
+    """SCL adapts the real MiniLM on the source domain (amazon-fixture) for the history, Base and BLUE contexts,
+    and on a second domain for history; the grid scores both settings."""
     resources = {
         "profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}},
         "scl": {"config": {"batch_size": 8, "learning_rate": 1e-4, "max_seq_length": 64}},
