@@ -51,7 +51,7 @@ def item_embeddings(
     """L2-normalised item-text vectors of the frozen embedder; cached by embedder version + text hash."""
     model = embedder.load()
     cache = EmbeddingCache(model_store.embedding_cache, model.version)
-    vectors, encoded_now = cache.encode(items["text"].tolist(), model)
+    vectors, encoded_now = cache.encode(items["text"].tolist(), model, progress=True)
     path = model_store.path("item_embeddings", context.partition_key, "items.npz")
     digest = save_item_vectors(path, items["item_id"].tolist(), vectors, model.version)
     return MaterializeResult(
