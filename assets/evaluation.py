@@ -32,6 +32,12 @@ def _md(table: pd.DataFrame) -> MetadataValue:
     return MetadataValue.md(table.to_markdown(index=False, floatfmt=".4f"))
 
 
+def _headline(metrics: pd.DataFrame, column: str, label: str) -> MetadataValue:
+    """The metric of every method/context in one line (what `make run` prints when the table is written)."""
+    values = ", ".join(f"{r.method}/{r.context} {getattr(r, column):.3f}" for r in metrics.itertuples(index=False))
+    return MetadataValue.text(f"{label}: {values}")
+
+
 def _profile_contexts(examples, items, base_profiles, trained_profiles, recent_k: int) -> list[pd.DataFrame]:
     frames = [profile_contexts(examples, items, base_profiles, recent_k, "Base")]
     if len(trained_profiles):
@@ -105,7 +111,8 @@ def recommendation_eval(
     metrics = _with_significance(summarize(scores), scores, "ndcg10")
     yield table_output(scores, "rec_example_scores", evaluated_users=examples["user_id"].nunique())
     chart = markdown_image(grouped_bars_png(metrics, "ndcg10", "NDCG@10 by context"), "NDCG@10")
-    yield table_output(metrics, "rec_metrics", summary=_md(metrics), chart=MetadataValue.md(chart))
+    yield table_output(metrics, "rec_metrics", summary=_md(metrics), chart=MetadataValue.md(chart),
+                       headline=_headline(metrics, "ndcg10", "N@10"))
 
 
 @multi_asset(
@@ -150,4 +157,5 @@ def qa_eval(
     metrics = _with_significance(summarize_qa(scores), scores, "mc_correct")
     yield table_output(scores, "qa_example_scores", judge_version=judge.version)
     chart = markdown_image(grouped_bars_png(metrics, "mc_accuracy", "next-item MC accuracy by context"), "MC accuracy")
-    yield table_output(metrics, "qa_metrics", summary=_md(metrics), chart=MetadataValue.md(chart))
+    yield table_output(metrics, "qa_metrics", summary=_md(metrics), chart=MetadataValue.md(chart),
+                       headline=_headline(metrics, "mc_accuracy", "MC accuracy"))
