@@ -29,7 +29,7 @@ VERBOSE_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 def assets_by_step() -> dict[str, list[str]]:
     """The asset keys each step materializes (a multi-asset step has several), for the reporter's start lines."""
     return {
-        ad.node_def.name: [k.to_user_string() for k in ad.keys]
+        ad.node_def.name: sorted(k.to_user_string() for k in ad.keys)
         for ad in defs.resolve_asset_graph().assets_defs
         if ad.is_executable
     }

@@ -12,6 +12,10 @@ from orchestration.definitions import defs
 DOMAIN = "amazon-fixture"
 
 
+def _tiny(tiny_chat_dir) -> dict:
+    return {"resources": {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}}}}
+
+
 def test_key_figures_prefer_known_counts_and_append_the_headline():
     metadata = {
         "preview": MetadataValue.md("| a |"), "rows": IntMetadataValue(12), "final_loss": MetadataValue.float(0.123456),
@@ -27,11 +31,10 @@ def test_domain_data_run_prints_each_step_with_its_figures_a_profile_bar_and_the
     tiny_chat_dir, capsys, monkeypatch
 ):
     monkeypatch.setenv("PROFILEKIT_PROGRESS", "1")  # pytest's stderr is no terminal: bars are off unless forced
-    tiny = {"resources": {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}}}}
     steps = assets_by_step()
     reporter = RunReporter(steps)
     with DagsterInstance.ephemeral() as instance:
-        assert run_job("domain_data", DOMAIN, instance, tiny, reporter)
+        assert run_job("domain_data", DOMAIN, instance, _tiny(tiny_chat_dir), reporter)
         job_assets = {k.to_user_string() for k in defs.resolve_job_def("domain_data").asset_layer.executable_asset_keys}
         metadata = {}
         for name in job_assets:
@@ -67,3 +70,17 @@ def test_domain_data_run_prints_each_step_with_its_figures_a_profile_bar_and_the
     assert len(step_rows) == len({s for s, a in steps.items() if set(a) & job_assets})
     shares = [float(re.search(r"([\d.]+) %$", row).group(1)) for row in step_rows]
     assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.5
+
+
+def test_a_failed_step_is_reported_with_its_error_and_the_summary_still_comes(tiny_chat_dir, capsys):
+    reporter = RunReporter(assets_by_step())
+    with DagsterInstance.ephemeral() as instance:
+        assert not run_job("domain_data", "broken-fixture", instance, _tiny(tiny_chat_dir), reporter)
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if "  FAILED interactions, items after " in line]
+    assert len(failed) == 1 and "Books.jsonl: no valid line" in failed[0], out
+    assert "  done   interactions, items" not in out and "  start  base_profiles" not in out  # downstream skipped
+    assert "domain_data [broken-fixture]: FAILED in " in out
+    summary = reporter.summary()
+    assert re.search(r"domain_data \[broken-fixture\] +\S+ +[\d.]+ %  FAILED", summary), summary
+    assert re.search(r"interactions, items  \(domain_data \[broken-fixture\]\) +\S+ +[\d.]+ %  FAILED", summary), summary
