@@ -36,14 +36,20 @@ def assets_by_step() -> dict[str, list[str]]:
 
 
 def run_job(
-    job_name: str, partition_key, instance: DagsterInstance, run_config: dict, reporter: RunReporter, logs: dict = QUIET_LOGS
+    job_name: str,
+    partition_key: str | MultiPartitionKey,
+    instance: DagsterInstance,
+    run_config: dict,
+    reporter: RunReporter,
+    logs: dict = QUIET_LOGS,
 ) -> bool:
     """Execute one partition of a job in this process, reporting its steps as they start and end."""
     run_id = str(uuid.uuid4())
     reporter.watch(instance, run_id, f"{job_name} [{partition_key}]")
     started = time.perf_counter()
     result = defs.resolve_job_def(job_name).execute_in_process(
-        partition_key=partition_key, instance=instance, raise_on_error=False, run_id=run_id, run_config={**logs, **run_config}
+        partition_key=partition_key, instance=instance, raise_on_error=False, run_id=run_id,
+        run_config={**logs, **run_config},
     )
     reporter.run_finished(time.perf_counter() - started, result.success)
     return result.success

@@ -110,7 +110,8 @@ class RunReporter:
             ok = kind == DagsterEventType.STEP_SUCCESS
             self.steps.append(Timing(f"{self._step_name(key)}  ({self._label})", seconds, ok))
             if ok:
-                self._print(f"  done   {self._step_name(key)} in {seconds:.1f} s: " + "; ".join(step.assets + step.checks))
+                outcome = "; ".join(step.assets + step.checks)
+                self._print(f"  done   {self._step_name(key)} in {seconds:.1f} s: {outcome}")
             else:
                 error = event.step_failure_data.error
                 message = error.message.strip().splitlines()[0] if error is not None else "no error recorded"

@@ -105,20 +105,17 @@ class ChatLM:
             else:
                 todo.append(i)
         order = [todo[j] for j in np.argsort([len(prompts[i]) for i in todo], kind="stable")]
-        bar = progress_bar(len(order), progress, "text") if progress and order else None
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            started = time.perf_counter()
-            out = self.sampler.generate([prompts[i] for i in idx], config)
-            share = (time.perf_counter() - started) / len(idx)
-            for i, toks in zip(idx, out.tokens):
-                texts[i] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
-                completion[i] = len(toks)
-                seconds[i] = share
-            if bar is not None:
+        with progress_bar(len(order), progress or "", "text", enabled=progress is not None and bool(order)) as bar:
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                started = time.perf_counter()
+                out = self.sampler.generate([prompts[i] for i in idx], config)
+                share = (time.perf_counter() - started) / len(idx)
+                for i, toks in zip(idx, out.tokens):
+                    texts[i] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
+                    completion[i] = len(toks)
+                    seconds[i] = share
                 bar.update(len(idx))
-        if bar is not None:
-            bar.close()
         if cache is not None:
             cache.add({keys[i]: {"text": texts[i], "tokens": completion[i], "seconds": seconds[i]} for i in order})
         return GeneratedTexts(texts, [len(p) for p in prompts], completion, seconds, generated_now=len(order))

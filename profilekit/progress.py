@@ -19,8 +19,8 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
-def progress_bar(total: int, desc: str, unit: str = "it") -> tqdm:
-    """A bar over `total` units, a no-op object when progress is off; the caller closes it (or uses `with`).
+def progress_bar(total: int, desc: str, unit: str = "it", enabled: bool = True) -> tqdm:
+    """A bar over `total` units (close it, or use `with`); a silent one when progress is off or `enabled` is false.
     Bars disappear when done (`leave=False`): the run reporter prints one finished line per asset instead."""
-    return tqdm(total=total, desc=desc, unit=unit, disable=not progress_enabled(), leave=False, dynamic_ncols=True,
-                file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and progress_enabled()), leave=False,
+                dynamic_ncols=True, file=sys.stderr)
