@@ -4,17 +4,25 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
+# When this make started: the summary at the end of `make run` counts setup and imports from here.
+export PROFILEKIT_MAKE_STARTED := $(shell date +%s)
 DOMAINS ?= ml-1m
 
 .PHONY: setup run test test-fast lint dev clean chromium
 
 setup: $(STAMP)
 
+# One line per phase (with the time), and pip's own progress for the long install: a fresh clone spends
+# minutes here.
 $(STAMP): pyproject.toml
+	@echo "[$$(date +%T)] setup 1/3: virtual environment $(VENV)"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "[$$(date +%T)] setup 2/3: upgrading pip"
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	@echo "[$$(date +%T)] setup 3/3: installing the project and its dependencies (JAX, torch, transformers, Dagster)"
+	$(PY) -m pip install -e '.[test]'
 	touch $(STAMP)
+	@echo "[$$(date +%T)] setup done"
 
 $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)

@@ -93,7 +93,8 @@ def scl_training_pairs(
                               "materialize profiler_checkpoint first")
             chat, version = trained_profiler(checkpoint, profiler_base_weights, profiler_llm), checkpoint.version
         cache = GenerationCache(model_store.generation_cache, version)
-        profiles, generated_now = generate_profiles(chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache)
+        profiles, generated_now = generate_profiles(chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache,
+                                                    f"{method} profiles for SCL pairs")
     pairs = training_pairs(examples, items, profiles, protocol.recent_k, method)
     empty = int((profiles["profile"].str.strip() == "").sum()) if profiles is not None else 0  # kept: 10H + nothing
     yield table_output(pairs, train_users=int(pairs["user_id"].nunique()), profiles_generated_now=generated_now,

@@ -45,6 +45,12 @@ def _md(table: pd.DataFrame) -> MetadataValue:
     return MetadataValue.md(table.to_markdown(index=False, floatfmt=".4f"))
 
 
+def _headline(metrics: pd.DataFrame, column: str, label: str) -> MetadataValue:
+    """The metric of every method/context in one line (what `make run` prints when the table is written)."""
+    values = ", ".join(f"{r.method}/{r.context} {getattr(r, column):.3f}" for r in metrics.itertuples(index=False))
+    return MetadataValue.text(f"{label}: {values}")
+
+
 @asset(
     partitions_def=domain_partitions, backfill_policy=ONE_PARTITION_PER_RUN, automation_condition=on_upstream_data_change(),
     code_version="2", group_name="embeddings", **ARTIFACT,
@@ -53,7 +59,7 @@ def item_embeddings(context: AssetExecutionContext, items: pd.DataFrame, embedde
     """L2-normalised item-text vectors of the frozen embedder; cached by embedder version + text hash."""
     model = embedder.load()
     cache = EmbeddingCache(model_store.embedding_cache, model.version)
-    vectors, encoded_now = cache.encode(items["text"].tolist(), model)
+    vectors, encoded_now = cache.encode(items["text"].tolist(), model, progress=True)
     path = model_store.path("item_embeddings", context.partition_key, "items.npz")
     digest = save_item_vectors(path, items["item_id"].tolist(), vectors, model.version)
     return artifact_output(
@@ -97,7 +103,8 @@ def recommendation_eval(
     metrics = with_significance(summarize(scores), scores, "ndcg10")
     yield table_output(scores, "rec_example_scores", evaluated_users=examples["user_id"].nunique())
     chart = markdown_image(grouped_bars_png(metrics, "ndcg10", "NDCG@10 by context"), "NDCG@10")
-    yield table_output(metrics, "rec_metrics", summary=_md(metrics), chart=MetadataValue.md(chart))
+    yield table_output(metrics, "rec_metrics", summary=_md(metrics), chart=MetadataValue.md(chart),
+                       headline=_headline(metrics, "ndcg10", "N@10"))
 
 
 @multi_asset(
@@ -138,4 +145,5 @@ def qa_eval(
     metrics = with_significance(summarize_qa(scores), scores, "mc_correct")
     yield table_output(scores, "qa_example_scores", judge_version=judge.version)
     chart = markdown_image(grouped_bars_png(metrics, "mc_accuracy", "next-item MC accuracy by context"), "MC accuracy")
-    yield table_output(metrics, "qa_metrics", summary=_md(metrics), chart=MetadataValue.md(chart))
+    yield table_output(metrics, "qa_metrics", summary=_md(metrics), chart=MetadataValue.md(chart),
+                       headline=_headline(metrics, "mc_accuracy", "MC accuracy"))

@@ -39,7 +39,7 @@ def _profile_table(context, chat, examples, items, profiler_llm, model_store, me
     since an earlier run reach the model), with the table's metadata."""
     cache = GenerationCache(model_store.generation_cache, model_version)
     profiles, generated_now = generate_profiles(
-        chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache
+        chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache, f"{method} profiles"
     )
     profiles = profiles.assign(method=method, model_version=model_version, prompt_version=PROMPT_VERSION)
     context.log.info(f"{len(profiles)} {method} profiles, {generated_now} generated now, the rest unchanged (cached)")

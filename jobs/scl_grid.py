@@ -14,7 +14,8 @@ import pandas as pd
 from dagster import DagsterInstance, MultiPartitionKey
 
 from assets.partitions import SCL_METHODS, source_domain
-from jobs.default_run import _run
+from jobs.default_run import assets_by_step, run_job
+from jobs.reporting import RunReporter
 from profilekit.metrics import paired_significance
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
@@ -44,21 +45,25 @@ def main(argv: list[str] | None = None) -> int:
     domains = list(dict.fromkeys([source, *args.domains]))  # the source domain's embedders first
     plan = [("scl_adaptation", MultiPartitionKey({"method": m, "domain": d}), {}) for d in domains for m in args.methods]
     plan += [("scl_evaluation", d, {}) for d in args.domains]
-    for job_name, key, run_config in plan:
-        if not _run(job_name, key, instance, run_config):
-            return 1
-    with duckdb.connect(warehouse_path(), read_only=True) as con:
-        rows = con.execute(
-            f"SELECT setting, domain, method, context, n_examples, ndcg10, recall10, n_paired, t_pvalue_vs_ref, "
-            f"wilcoxon_pvalue_vs_ref FROM {WAREHOUSE_SCHEMA}.scl_metrics WHERE domain IN (SELECT unnest(?)) "
-            f"ORDER BY setting, domain, method",
-            [args.domains],
-        ).fetchdf()
-        query = f"SELECT * FROM {WAREHOUSE_SCHEMA}.{{}} WHERE domain IN (SELECT unnest(?))"
-        scl = con.execute(query.format("scl_example_scores"), [args.domains]).fetchdf()
-        frozen = con.execute(query.format("rec_example_scores"), [args.domains]).fetchdf()
-    print("\nscl_metrics\n" + rows.to_markdown(index=False, floatfmt=".4f"))
-    print("\nSCL against the frozen embedder\n" + scl_against_frozen(scl, frozen).to_markdown(index=False, floatfmt=".4f"))
+    reporter = RunReporter(assets_by_step())
+    try:
+        for job_name, key, run_config in plan:
+            if not run_job(job_name, key, instance, run_config, reporter):
+                return 1
+        with duckdb.connect(warehouse_path(), read_only=True) as con:
+            rows = con.execute(
+                f"SELECT setting, domain, method, context, n_examples, ndcg10, recall10, n_paired, t_pvalue_vs_ref, "
+                f"wilcoxon_pvalue_vs_ref FROM {WAREHOUSE_SCHEMA}.scl_metrics WHERE domain IN (SELECT unnest(?)) "
+                f"ORDER BY setting, domain, method",
+                [args.domains],
+            ).fetchdf()
+            query = f"SELECT * FROM {WAREHOUSE_SCHEMA}.{{}} WHERE domain IN (SELECT unnest(?))"
+            scl = con.execute(query.format("scl_example_scores"), [args.domains]).fetchdf()
+            frozen = con.execute(query.format("rec_example_scores"), [args.domains]).fetchdf()
+        print("\nscl_metrics\n" + rows.to_markdown(index=False, floatfmt=".4f"))
+        print("\nSCL against the frozen embedder\n" + scl_against_frozen(scl, frozen).to_markdown(index=False, floatfmt=".4f"))
+    finally:
+        print("\n" + reporter.summary(), flush=True)
     return 0
 
 

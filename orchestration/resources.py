@@ -10,6 +10,7 @@ from dagster import EnvVar, multiprocess_executor
 from dagster_gcp_pandas import BigQueryPandasIOManager
 from dagster_k8s import k8s_job_executor
 
+from profilekit.progress import show_progress
 from profilekit.scl import PAPER_SCL
 from profilekit.training import PAPER_GRPO
 from resources.artifacts import ArtifactIOManager
@@ -94,6 +95,7 @@ ENVIRONMENTS = {"local": (local_resources, LOCAL_EXECUTOR), "gcp": (gcp_resource
 
 
 def environment() -> tuple[dict, object]:
-    """Resources and executor of PROFILEKIT_ENV."""
+    """Resources and executor of PROFILEKIT_ENV (and the progress bars PROFILEKIT_PROGRESS asks for)."""
+    show_progress(settings().progress)
     make_resources, executor = ENVIRONMENTS[settings().env]
     return make_resources(), executor

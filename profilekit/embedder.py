@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from profilekit.progress import progress_enabled
 from profilekit.sources import dir_content_hash
 
 
@@ -44,11 +45,13 @@ class Embedder:
         enc = self.model.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in enc]
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """`progress`: sentence-transformers' bar over the batches (long encodes only, e.g. a domain's items)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         vecs = self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+            show_progress_bar=progress and progress_enabled(),
         )
         return vecs.astype(np.float32)
 
@@ -75,7 +78,7 @@ class EmbeddingCache:
                 table.update(zip(data["keys"].tolist(), data["vectors"]))
         return table
 
-    def encode(self, texts: list[str], embedder: Embedder) -> tuple[np.ndarray, int]:
+    def encode(self, texts: list[str], embedder: Embedder, progress: bool = False) -> tuple[np.ndarray, int]:
         """Embeddings for `texts` (row-aligned) and how many had to be computed now."""
         keys = [text_key(t) for t in texts]
         table = self._load()
@@ -84,7 +87,7 @@ class EmbeddingCache:
             first_text = {}
             for k, t in zip(keys, texts):
                 first_text.setdefault(k, t)
-            vectors = embedder.encode([first_text[k] for k in missing])
+            vectors = embedder.encode([first_text[k] for k in missing], progress)
             tmp = self.dir / f".{uuid.uuid4().hex}.npz"
             np.savez(tmp, keys=np.asarray(missing), vectors=vectors)
             tmp.rename(self.dir / f"{uuid.uuid4().hex}.npz")

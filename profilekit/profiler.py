@@ -15,6 +15,7 @@ import pandas as pd
 
 from profilekit.llm.model import load_lm
 from profilekit.llm.sampler import Sampler, SamplingConfig
+from profilekit.progress import progress_bar
 from profilekit.prompts import profile_messages
 from profilekit.sources import dir_content_hash
 from profilekit.text import example_history_lines, fit_lines_to_budget
@@ -84,10 +85,15 @@ class ChatLM:
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
     def generate(
-        self, conversations: list[list[dict]], config: SamplingConfig, cache: GenerationCache | None = None
+        self,
+        conversations: list[list[dict]],
+        config: SamplingConfig,
+        cache: GenerationCache | None = None,
+        progress: str | None = None,
     ) -> GeneratedTexts:
         """Answers in input order; prompts are batched by length so padding stays small. With a cache, prompts
-        answered before (same model, sampling config and tokens) are not generated again."""
+        answered before (same model, sampling config and tokens) are not generated again. `progress`: the label of
+        a progress bar over the texts generated now (none for the short calls inside a training step)."""
         prompts = [self.encode_chat(m) for m in conversations]
         texts, completion, seconds = [""] * len(prompts), [0] * len(prompts), [0.0] * len(prompts)
         keys = [GenerationCache.key(p, config) for p in prompts]
@@ -99,15 +105,17 @@ class ChatLM:
             else:
                 todo.append(i)
         order = [todo[j] for j in np.argsort([len(prompts[i]) for i in todo], kind="stable")]
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            started = time.perf_counter()
-            out = self.sampler.generate([prompts[i] for i in idx], config)
-            share = (time.perf_counter() - started) / len(idx)
-            for i, toks in zip(idx, out.tokens):
-                texts[i] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
-                completion[i] = len(toks)
-                seconds[i] = share
+        with progress_bar(len(order), progress or "", "text", enabled=progress is not None and bool(order)) as bar:
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                started = time.perf_counter()
+                out = self.sampler.generate([prompts[i] for i in idx], config)
+                share = (time.perf_counter() - started) / len(idx)
+                for i, toks in zip(idx, out.tokens):
+                    texts[i] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
+                    completion[i] = len(toks)
+                    seconds[i] = share
+                bar.update(len(idx))
         if cache is not None:
             cache.add({keys[i]: {"text": texts[i], "tokens": completion[i], "seconds": seconds[i]} for i in order})
         return GeneratedTexts(texts, [len(p) for p in prompts], completion, seconds, generated_now=len(order))
@@ -137,10 +145,11 @@ def generate_profiles(
     history_budget: int,
     config: SamplingConfig,
     cache: GenerationCache | None = None,
+    progress: str | None = "profiles",
 ) -> tuple[pd.DataFrame, int]:
     """Zero-shot profiles for the given examples (one row each), and how many were generated now."""
     conversations = profile_conversations(examples, items, chat.count_tokens, history_budget)
-    out = chat.generate(conversations, config, cache)
+    out = chat.generate(conversations, config, cache, progress)
     frame = pd.DataFrame(
         {
             "domain": examples["domain"].to_numpy(),

@@ -48,8 +48,10 @@ def answer_questions(
     """Ask the judge both questions for every context row; unparseable answers are flagged and scored as
     wrong (choice) or as `fallback_rating` (the domain's mean rating)."""
     merged = contexts.merge(questions, on=["domain", "user_id", "cut"], how="inner", validate="many_to_one")
-    mc = judge.generate([multiple_choice_messages(r.text, r.options) for r in merged.itertuples()], config, cache)
-    rating = judge.generate([rating_messages(r.text, r.target_text) for r in merged.itertuples()], config, cache)
+    mc = judge.generate([multiple_choice_messages(r.text, r.options) for r in merged.itertuples()], config, cache,
+                        "QA choices")
+    rating = judge.generate([rating_messages(r.text, r.target_text) for r in merged.itertuples()], config, cache,
+                            "QA ratings")
     choices = [parse_choice(a, opts) for a, opts in zip(mc.texts, merged["options"])]
     ratings = [parse_rating(a) for a in rating.texts]
     out = merged[["domain", "user_id", "cut", "method", "context"]].copy()

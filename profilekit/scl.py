@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from profilekit.contexts import profile_views
+from profilekit.progress import progress_enabled
 from profilekit.text import example_history_lines, recent_history_text
 
 HISTORY = "history"  # the context method without a profile: 10-H alone
@@ -156,7 +157,7 @@ def train_scl(
             save_strategy="no",
             report_to=[],
             use_cpu=True,
-            disable_tqdm=True,
+            disable_tqdm=not progress_enabled(),
         )
         trainer = SentenceTransformerTrainer(
             model=model,

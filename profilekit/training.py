@@ -28,6 +28,7 @@ from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
 from profilekit.llm.sampler import SamplingConfig
 from profilekit.methods import Method, RewardInputs
 from profilekit.profiler import ChatLM, profile_conversations
+from profilekit.progress import progress_bar
 from profilekit.qa import question_sets
 from profilekit.rewards import batch_advantages, constant_groups, group_advantages
 from profilekit.text import example_history_lines, recent_history_text
@@ -226,6 +227,8 @@ def train_profiler(
     order = np.random.default_rng(config.seed).permutation(len(data))
     sampling = SamplingConfig(config.max_new_tokens, config.temperature, 1.0, config.seed, config.prompt_bucket)
     advantage_fn = group_advantages if method.advantage == "group" else batch_advantages
+    bar = progress_bar(config.steps, f"GRPO {method.name}", "step")
+    bar.update(min(start, config.steps))
     for step in range(start, config.steps):
         t0 = time.perf_counter()
         batch = [int(order[(step * config.users_per_step + j) % len(data)]) for j in range(config.users_per_step)]
@@ -264,8 +267,11 @@ def train_profiler(
         if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
             store.save(step + 1, trainer.params, trainer.opt_state, history)
         log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
+        bar.set_postfix(reward=f"{record['reward_mean']:.3f}", refresh=False)
+        bar.update(1)
         if on_step is not None:
             on_step(record)
+    bar.close()
     final = store.latest_step() or 0
     if resumed_from is not None and final == resumed_from and start >= config.steps:
         log(f"checkpoint already at step {final} >= {config.steps} steps: nothing to train")

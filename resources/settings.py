@@ -40,6 +40,8 @@ class Settings:
     tpu_tp: int = 1
     k8s_namespace: str = "profilekit"
     gcp_credentials: bool = False  # whether PROFILEKIT_GCP_CREDENTIALS is set (its value is read by EnvVar)
+    progress: bool | None = None  # progress bars forced on / off; None: when stderr is a terminal
+    make_started: float | None = None  # epoch seconds `make run` started (its summary counts setup and imports)
 
     @property
     def warehouse_path(self) -> str:
@@ -67,6 +69,16 @@ class Settings:
                 raise SettingsError(f"PROFILEKIT_{name}={value!r}: expected a positive integer")
             return number
 
+        def switch(name: str) -> bool | None:
+            value = text(name)
+            if value is None:
+                return None
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise SettingsError(f"PROFILEKIT_{name}={value!r}: expected 1 or 0")
+
         env = text("ENV", "local")
         if env not in ENVIRONMENTS:
             raise SettingsError(f"PROFILEKIT_ENV={env!r}: choose one of {list(ENVIRONMENTS)}")
@@ -89,6 +101,8 @@ class Settings:
             tpu_tp=positive("TPU_TP", 1),
             k8s_namespace=text("K8S_NAMESPACE", "profilekit"),
             gcp_credentials=text("GCP_CREDENTIALS") is not None,
+            progress=switch("PROGRESS"),
+            make_started=float(text("MAKE_STARTED")) if text("MAKE_STARTED") else None,
         )
 
 
