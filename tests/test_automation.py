@@ -46,7 +46,12 @@ def _dim(partition, name):
 
 def _run_automation(instance, cursor):
     """Evaluate ticks until nothing more is requested, materializing each wave with new content."""
-    requested = set()
+    return set().union(*_waves(instance, cursor))
+
+
+def _waves(instance, cursor) -> list[set]:
+    """The (asset, partition) pairs requested by each tick, in order, until a tick requests nothing."""
+    waves = []
     for tick in range(10):
         result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         cursor = result.cursor
@@ -56,11 +61,25 @@ def _run_automation(instance, cursor):
             for partition in result.get_requested_partitions(key)
         }
         if not wave:
-            return requested
-        requested |= wave
+            return waves
+        waves.append(wave)
         for name, partition in wave:
             _materialize(instance, AssetKey(name), partition, f"v2-{tick}")
     raise AssertionError("automation did not settle in 10 ticks")
+
+
+def test_a_refresh_computes_each_metric_table_once_after_the_profiles_it_gathers(settled):
+    instance, cursor = settled
+    _observe(instance, "ml-100k", "raw-2")
+    waves = _waves(instance, cursor)
+    ticks = {}
+    for tick, wave in enumerate(waves):
+        for name, _ in wave:
+            ticks.setdefault(name, []).append(tick)
+    for table, gathered in (("rec_metrics", "generated_profiles"), ("qa_metrics", "generated_profiles"),
+                            ("scl_metrics", "scl_example_scores")):
+        assert len(ticks[table]) == 1, (table, ticks[table])  # one domain partition, requested once
+        assert ticks[table][0] > max(ticks[gathered]), (table, ticks)
 
 
 @pytest.fixture()
