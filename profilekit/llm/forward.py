@@ -15,9 +15,10 @@ bf16 x bf16 -> f32 too (JAX's own transpose would hand an f32 cotangent to a bf1
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -96,12 +97,41 @@ def stack_layers(layers: list[dict]) -> dict:
 
 
 def _plain_einsum(spec: str, a, b):
-    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+    """`jnp.einsum` with f32 accumulation. bf16 operands are first arranged as YNNPACK takes them (XLA:CPU's only
+    bf16 x bf16 -> f32 dot; the fallback rejects that type combination at run time): [batch, M, K] x
+    [batch, K, N] with M, N > 1 and a dimension of at least 8. Other bf16 dots (vector products in a batch-1
+    decode step) run in f32."""
+    if a.dtype != jnp.bfloat16:
+        return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+    (sa, sb), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    batch = [i for i in out if i in sa and i in sb]
+    m = [i for i in out if i in sa and i not in sb]
+    n = [i for i in out if i in sb and i not in sa]
+    k = [i for i in sa if i in sb and i not in out]
+    size = {**dict(zip(sa, a.shape)), **dict(zip(sb, b.shape))}
+    dims = [math.prod(size[i] for i in group) for group in (batch, m, k, n)]
+    if dims[1] == 1 or dims[3] == 1 or max(dims[1:]) < 8:
+        return jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32))
+    lhs = _arranged(a, sa, batch + m + k).reshape(dims[0], dims[1], dims[2])
+    rhs = _arranged(b, sb, batch + k + n).reshape(dims[0], dims[2], dims[3])
+    res = jax.lax.dot_general(lhs, rhs, (((2,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32)
+    res = res.reshape([size[i] for i in batch + m + n])
+    return jnp.einsum(f"{''.join(batch + m + n)}->{out}", res)
+
+
+def _arranged(x, spec: str, order: list[str]):
+    """x with its axes in `order`; a real transpose is materialised behind a barrier, or XLA folds it back into
+    the dot's dimension numbers and the dot is no longer one YNNPACK takes."""
+    if list(spec) == order:
+        return x
+    return jax.lax.optimization_barrier(jnp.transpose(x, [spec.index(i) for i in order]))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    """`a`, `b` of one dtype, f32 result; the backward dots take the cotangent in that dtype as well."""
+    """`a`, `b` of one dtype, f32 result; the backward dots take the cotangent in that dtype as well. `spec` is
+    an explicit two-operand contraction ("ab,bc->ac") in which every index of an operand also appears in the
+    other operand or the output (so each gradient is itself such an einsum)."""
     return _plain_einsum(spec, a, b)
 
 
@@ -111,8 +141,10 @@ def _einsum_fwd(spec, a, b):
 
 def _einsum_bwd(spec, res, g):
     a, b = res
-    _, vjp = jax.vjp(partial(_plain_einsum, spec), a, b)
-    return vjp(g.astype(a.dtype))
+    (sa, sb), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    g = g.astype(a.dtype)
+    return (_plain_einsum(f"{out},{sb}->{sa}", g, b).astype(a.dtype),
+            _plain_einsum(f"{sa},{out}->{sb}", a, g).astype(b.dtype))
 
 
 einsum.defvjp(_einsum_fwd, _einsum_bwd)
@@ -188,7 +220,8 @@ def final_hidden(weights: dict, x, arch: Arch):
 
 def logits(weights: dict, h):
     """f32 vocabulary logits of final hidden states h [..., D]."""
-    return einsum("...d,dv->...v", h, weights["head"])
+    head = weights["head"]
+    return einsum("nd,dv->nv", h.reshape(-1, h.shape[-1]), head).reshape(*h.shape[:-1], head.shape[-1])
 
 
 def own(mask) -> KVPolicy:
