@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from profilekit.llm import forward, sampler as sampler_lib
+from profilekit.llm import forward
+from profilekit.llm import sampler as sampler_lib
 from profilekit.llm.model import hidden_states, load_lm, project_logits
 from profilekit.llm.sampler import Sampler, SamplingConfig
 from tests.conftest import ROOT, TEST_DATA
@@ -23,7 +24,8 @@ TOL = 1e-4  # f32, max |logit difference| against torch
 # bf16 weights with f32 accumulation, max |logit difference| against torch f32 on the tiny models (logits up to
 # ~2.5). Measured: 0.022-0.032; transformers' own bf16 run is 0.024-0.044 away from its f32 one.
 BF16_TOL = 0.06
-OWN_FAMILIES = ("llama", "qwen2", "qwen3")
+# The same on the packaged SmolLM2 (logits up to ~30); transformers' own bf16 run is 0.3-0.7 away from its f32 one.
+SMOLLM2_BF16_TOL = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +177,16 @@ def test_decode_loop_updates_the_kv_cache_in_place(tiny_dir, monkeypatch):
     assert _cache_sized_work_in_decode_loop(decode_hlo(), tunix) != []
 
 
+def test_bf16_sampler_follows_the_f32_one(tiny_dir):
+    """bf16 weights at batch 1 (vector dots, run in f32) and batch 3 (bf16 matrix dots): greedy tokens agree with
+    the f32 sampler's (measured: 100 %)."""
+    cfg = SamplingConfig(max_new_tokens=12, temperature=0.0)
+    f32, bf16 = (Sampler(load_lm(tiny_dir, dtype=d), eos_ids=[], pad_id=0) for d in ("float32", "bfloat16"))
+    for prompts in ([[5, 17, 42, 9]], [[5, 17, 42, 9], [8, 200], [1, 2, 3]]):
+        a, b = f32.generate(prompts, cfg).tokens, bf16.generate(prompts, cfg).tokens
+        assert np.mean([x == y for r, s in zip(a, b) for x, y in zip(r, s)]) >= 0.9
+
+
 def test_seeded_sampling_is_reproducible_and_seed_dependent(tiny_dir):
     lm = load_lm(tiny_dir)
     sampler = Sampler(lm, eos_ids=[], pad_id=0)
@@ -231,9 +243,9 @@ def test_two_device_mesh_gives_the_same_tokens(tiny_dir):
 @pytest.mark.slow
 def test_packaged_smollm2_logits_match_transformers():
     """The real profiler: JAX (tunix llama3 + RoPE fix) vs transformers on the same exported weights."""
-    from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
     from transformers import AutoTokenizer
 
+    from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
     from resources.llm import packaged_weights_dir
     from resources.model_store import LocalModelStore
 
@@ -247,6 +259,34 @@ def test_packaged_smollm2_logits_match_transformers():
     assert np.abs(got - ref).max() < 1e-3
     assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.98
     assert json.loads((path / "config.json").read_text())["pad_token_id"] != tok.eos_token_id
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_bf16_follows_transformers_f32():
+    """bf16 weights with f32 accumulation (our forward) against transformers f32 on the real profiler: logits
+    within SMOLLM2_BF16_TOL on a chat prompt, and, teacher-forced along transformers' own 128-token greedy
+    continuation, the same greedy token at >= 95 % of those positions."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
+    from resources.llm import packaged_weights_dir
+    from resources.model_store import LocalModelStore
+
+    store = LocalModelStore(root=str(TEST_DATA / "store"))
+    path = export_gguf_to_hf(packaged_gguf(store.source_cache), packaged_weights_dir(store))
+    tok = AutoTokenizer.from_pretrained(str(path))
+    text = "History: [Heat (1995) | 5], [Toy Story (1995) | 4], [Fargo (1996) | 5]. Summarise this user's taste."
+    ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
+    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    torch_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).eval()
+    with torch.no_grad():
+        full = torch_model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                    max_new_tokens=128, min_new_tokens=128, do_sample=False, pad_token_id=0)[0]
+        ref = torch_model(full[None]).logits[0].numpy()
+    got = _own_logits(load_lm(path, dtype="bfloat16"), full.tolist())
+    assert np.abs(got[: len(ids)] - ref[: len(ids)]).max() < SMOLLM2_BF16_TOL
+    continuation = slice(len(ids) - 1, len(ids) + 127)  # the positions that predict the 128 new tokens
+    assert (got[continuation].argmax(-1) == ref[continuation].argmax(-1)).mean() >= 0.95
 
 
 def test_shared_prefill_samples_equal_repeated_prompts(tiny_dir):
