@@ -24,7 +24,8 @@ TOL = 1e-4  # f32, max |logit difference| against torch
 # bf16 weights with f32 accumulation, max |logit difference| against torch f32 on the tiny models (logits up to
 # ~2.5). Measured: 0.022-0.032; transformers' own bf16 run is 0.024-0.044 away from its f32 one.
 BF16_TOL = 0.06
-# The same on the packaged SmolLM2 (logits up to ~30); transformers' own bf16 run is 0.3-0.7 away from its f32 one.
+# The same on the packaged SmolLM2 (logits up to ~40). Measured on the 78-token prompt: 0.67, with 98.4 % greedy
+# agreement over the 128 continuation positions; transformers' own bf16 run: 1.27 and 97.7 %.
 SMOLLM2_BF16_TOL = 1.5
 
 
