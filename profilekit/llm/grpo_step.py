@@ -9,8 +9,8 @@ aggregation (tokens of a rollout averaged, then rollouts). What differs is only 
 - no old-policy pass: with one update per batch its log-probs equal the current ones under stop_gradient;
 - log-probs of the sampled tokens come from chunks of hidden states (rematerialised in the backward pass), so
   the [rollouts, tokens, vocabulary] logits tensor never exists;
-- the layers run as a `lax.scan` over our forward (`profilekit.llm.forward`; gemma3 keeps tunix's), each layer
-  rematerialised or not (`StepGeometry.remat`);
+- the layers run as a `lax.scan` over our forward (`profilekit.llm.forward`), each layer rematerialised or not
+  (`StepGeometry.remat`); gemma3 keeps tunix's forward, one uncached pass per rollout;
 - with `compute_dtype="bfloat16"` the policy, its gradient and the reference run in bf16 with f32 accumulation
   (the reference is kept in bf16; the optimizer updates f32 master weights).
 
