@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEFAULT_MODEL = ROOT / ".data/store/profiler_base_weights/smollm2-135m-instruct/hf"
-CONTENDERS = ("ours", "tunix", "trl")
+CONTENDERS = ("ours", "ours-bf16", "tunix", "trl")
 MOVIES = [
     "[Toy Story (1995) | 5]", "[Heat (1995) | 4]", "[Fargo (1996) | 5]", "[Casablanca (1942) | 4]",
     "[Alien (1979) | 4]", "[The Godfather (1972) | 5]", "[Jumanji (1995) | 3]", "[Braveheart (1995) | 4]",
@@ -97,7 +97,8 @@ def shared_config(args: argparse.Namespace) -> GRPOConfig:
                       max_new_tokens=args.new_tokens)
 
 
-def run_ours(args: argparse.Namespace) -> dict:
+def run_ours(args: argparse.Namespace, dtype: str = "float32") -> dict:
+    """Full fine-tune; with bf16 the sampler holds bf16 weights and the step computes in bf16 (f32 masters)."""
     from dataclasses import replace
 
     import numpy as np
@@ -110,9 +111,10 @@ def run_ours(args: argparse.Namespace) -> dict:
     from profilekit.training import _pad_batch
 
     config = shared_config(args)
-    chat = ChatLM(args.model)
+    chat = ChatLM(args.model, dtype=dtype)
     tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adamw(config.learning_rate))
-    geometry = StepGeometry(config.rollouts, config.epsilon, config.beta, config.logprob_chunk, config.temperature)
+    geometry = StepGeometry(config.rollouts, config.epsilon, config.beta, config.logprob_chunk, config.temperature,
+                            compute_dtype=dtype, remat=args.remat)
     trainer = PolicyTrainer(chat.lm.model, tx, geometry)
     prompts = [chat.encode_chat(m) for m in profiler_conversations(args.prompts, args.history_lines)]
     sampling = SamplingConfig(config.max_new_tokens, config.temperature, 1.0, 0, config.prompt_bucket)
@@ -285,7 +287,8 @@ def run_trl(args: argparse.Namespace) -> dict:
             "completion_tokens": float(np.mean(generated))}
 
 
-RUNNERS = {"ours": run_ours, "tunix": run_tunix, "trl": run_trl}
+RUNNERS = {"ours": run_ours, "ours-bf16": lambda args: run_ours(args, "bfloat16"), "tunix": run_tunix,
+           "trl": run_trl}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -317,23 +320,44 @@ def _steady(result: dict, warmup: int) -> float:
     return sum(rest) / len(rest)
 
 
-def report(results: dict[str, dict | None], warmup: int) -> None:
+def roofline_seconds(model: Path, result: dict, rollouts: int, bf16: bool, remat: bool,
+                     gflops: float = 370.0, bandwidth: float = 25.0) -> float:
+    """A floor for one step on this machine (DATA.md: 370 GFLOP/s bf16, half in f32, 25 GB/s): decode steps that
+    stream the weights or run their dots, whichever is slower, plus the update's dots (reference forward, policy
+    forward and backward, and a second forward when layers are rematerialised), each prompt prefilled once."""
+    config = json.loads((model / "config.json").read_text())
+    d, f = config["hidden_size"], config["intermediate_size"]
+    head = config.get("head_dim") or d // config["num_attention_heads"]
+    kv = config.get("num_key_value_heads", config["num_attention_heads"]) * head
+    params = config["num_hidden_layers"] * (2 * d * config["num_attention_heads"] * head + 2 * d * kv + 3 * d * f)
+    params += config["vocab_size"] * d
+    peak = (gflops if bf16 else gflops / 2) * 1e9
+    rows, new = len(result["prompt_tokens"]) * rollouts, result["completion_tokens"]
+    decode = new * max(params * (2 if bf16 else 4) / (bandwidth * 1e9), 2 * params * rows / peak)
+    tokens = sum(result["prompt_tokens"]) + rows * new
+    passes = 1 + 1 + 2 + (1 if remat else 0)
+    return decode + 2 * params * tokens * (1 + passes) / peak
+
+
+def report(results: dict[str, dict | None], warmup: int, args: argparse.Namespace) -> None:
     ours = results.get("ours")
     base_steady = _steady(ours, warmup) if ours else None
     base_rss = ours["peak_rss_kb"] if ours else None
-    print("| contender | warm-up step(s) s | steady s/step | peak RSS GiB | tokens/rollout | steady time / ours "
-          "| peak RSS / ours |")
-    print("|---|---|---|---|---|---|---|")
+    print("| contender | warm-up step(s) s | steady s/step | roofline s/step | roofline / steady | peak RSS GiB | "
+          "tokens/rollout | steady time / ours | peak RSS / ours |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, result in results.items():
         if result is None:
-            print(f"| {name} | failed | | | | | |")
+            print(f"| {name} | failed | | | | | | | |")
             continue
         warm = " + ".join(f"{s:.2f}" for s in result["step_seconds"][:warmup])
         steady = _steady(result, warmup)
+        floor = roofline_seconds(args.model, result, args.rollouts, name == "ours-bf16",
+                                 args.remat if name.startswith("ours") else name == "trl")
         print(
-            f"| {name} | {warm} | {steady:.2f} | {result['peak_rss_kb'] / 2**20:.2f} | "
-            f"{result['completion_tokens']:.1f} | {_ratio(steady, base_steady)} | "
-            f"{_ratio(result['peak_rss_kb'], base_rss)} |"
+            f"| {name} | {warm} | {steady:.2f} | {floor:.2f} | {floor / steady:.0%} | "
+            f"{result['peak_rss_kb'] / 2**20:.2f} | {result['completion_tokens']:.1f} | "
+            f"{_ratio(steady, base_steady)} | {_ratio(result['peak_rss_kb'], base_rss)} |"
         )
     for name, result in results.items():
         if result is not None:
@@ -351,6 +375,8 @@ def main() -> None:
     parser.add_argument("--history-lines", type=int, default=11, help="movie lines per prompt (11: ~270 tokens)")
     parser.add_argument("--tunix-prompt-length", type=int, default=512,
                         help="tunix's static prompt width (its own choice for a ~270-token prompt: next power of 2)")
+    parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=True,
+                        help="ours: recompute each layer in the backward pass (--no-remat keeps activations)")
     parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated subset of %(default)s")
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -364,7 +390,8 @@ def main() -> None:
         parser.error(f"unknown contenders {sorted(unknown)}; choose from {','.join(CONTENDERS)}")
     argv = ["--model", str(args.model), "--prompts", str(args.prompts), "--rollouts", str(args.rollouts),
             "--new-tokens", str(args.new_tokens), "--steps", str(args.steps), "--warmup", str(args.warmup),
-            "--history-lines", str(args.history_lines), "--tunix-prompt-length", str(args.tunix_prompt_length)]
+            "--history-lines", str(args.history_lines), "--tunix-prompt-length", str(args.tunix_prompt_length),
+            "--remat" if args.remat else "--no-remat"]
     results = {}
     for name in names:  # one at a time: concurrent contenders would share the cores and distort each other
         print(f"running {name} ...", file=sys.stderr, flush=True)
@@ -373,7 +400,7 @@ def main() -> None:
     print(f"model {args.model}; B={args.prompts} prompts x G={args.rollouts} rollouts, at most {args.new_tokens} new "
           f"tokens, {args.steps} steps ({args.warmup} warm-up, steady = mean of the rest)"
           + (f"; prompt tokens {done['prompt_tokens']}" if done else ""))
-    report(results, args.warmup)
+    report(results, args.warmup, args)
     if any(r is None for r in results.values()):
         sys.exit(1)
 

@@ -53,7 +53,9 @@ class GRPOConfig:
     save_every: int = 1
     seed: int = 0
     logprob_chunk: int = 32
-    prompt_bucket: int = 64
+    prompt_bucket: int = 16
+    compute_dtype: str = "float32"  # of the update; "bfloat16" computes in bf16 with f32 accumulation and masters
+    remat: bool = True  # recompute each layer in the backward pass instead of keeping its activations
     completion_bucket: int = 16
 
     def __post_init__(self):
@@ -125,7 +127,7 @@ class RewardModels:
     judge: ChatLM | None = None
 
 
-GREEDY_ANSWER = SamplingConfig(max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0, prompt_bucket=64)
+GREEDY_ANSWER = SamplingConfig(max_new_tokens=8, temperature=0.0, top_p=1.0, seed=0, prompt_bucket=16)
 
 
 class CheckpointStore:
@@ -213,7 +215,8 @@ def train_profiler(
     `checkpoint_dir`; a run that already reached `config.steps` trains nothing."""
     started = time.perf_counter()
     tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adamw(config.learning_rate))
-    geometry = StepGeometry(config.rollouts, config.epsilon, config.beta, config.logprob_chunk, config.temperature)
+    geometry = StepGeometry(config.rollouts, config.epsilon, config.beta, config.logprob_chunk, config.temperature,
+                            config.compute_dtype, config.remat)
     trainer = PolicyTrainer(policy.lm.model, tx, geometry)
     store = CheckpointStore(checkpoint_dir)
     history: list[dict] = []

@@ -58,7 +58,7 @@ class ProfilerLLMResource(_ChatLLMResource):
     seed: int = 0
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed, prompt_bucket=128)
+        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed, prompt_bucket=16)
 
 
 class JudgeLLMResource(_ChatLLMResource):
@@ -68,4 +68,4 @@ class JudgeLLMResource(_ChatLLMResource):
     max_new_tokens: int = 8
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.max_new_tokens, temperature=0.0, top_p=1.0, seed=0, prompt_bucket=128)
+        return SamplingConfig(self.max_new_tokens, temperature=0.0, top_p=1.0, seed=0, prompt_bucket=16)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from profilekit.llm.grpo_step import completion_logps, grpo_loss
+from profilekit.llm.grpo_step import cast_floats, completion_logps, grpo_loss
 from profilekit.llm.model import load_lm
 from tests.conftest import ROOT, TEST_DATA
 from tests.tiny_llm import write_tiny_lm
@@ -68,6 +69,38 @@ def test_loss_and_gradients_equal_tunix_grpo_loss(family):
     worst = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), grad_t, grad_o)))
     scale = max(jax.tree.leaves(jax.tree.map(lambda a: float(jnp.max(jnp.abs(a))), grad_t)))
     assert worst <= 1e-5 * scale, (worst, scale)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+def test_bf16_step_matches_the_f32_step(family):
+    """The trainer's bf16 compute (weights cast from f32 masters, f32 accumulation, bf16 cotangents in the backward
+    dots) against f32 on the same parameters. Measured: loss within 0.2-0.9 %, gradient relative L2 error 0.9-1.3 %,
+    cosine > 0.9999; with and without per-layer remat the f32 gradients agree to 2e-7."""
+    model = load_lm(write_tiny_lm(TEST_DATA / f"tiny-{family}", family)).model
+    prompt, valid, completion, mask, adv, ref = map(jnp.asarray, _batch())
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    @partial(jax.jit, static_argnums=(1, 2))
+    def loss_and_grad(p, dtype, remat):
+        def loss(p):
+            m = nnx.merge(graphdef, cast_floats(p, dtype), rest)
+            logps = completion_logps(m, prompt, valid, completion, samples=G, chunk=3, temperature=0.8, remat=remat)
+            return grpo_loss(logps, ref, adv, mask, epsilon=0.2, beta=0.01)[0]
+
+        return jax.value_and_grad(loss)(p)
+
+    def flat(tree):
+        return jnp.concatenate([x.ravel() for x in jax.tree.leaves(tree)])
+
+    loss32, grad32 = loss_and_grad(params, jnp.float32, True)
+    loss16, grad16 = loss_and_grad(params, jnp.bfloat16, True)
+    assert {x.dtype for x in jax.tree.leaves(grad16)} == {jnp.dtype(jnp.float32)}  # gradients of the f32 masters
+    assert abs(float(loss16 - loss32)) <= 0.03 * abs(float(loss32)) + 1e-5
+    g32, g16 = flat(grad32), flat(grad16)
+    assert float(jnp.linalg.norm(g16 - g32) / jnp.linalg.norm(g32)) < 0.03
+    assert float(g16 @ g32 / (jnp.linalg.norm(g16) * jnp.linalg.norm(g32))) > 0.999
+    _, grad_saved = loss_and_grad(params, jnp.float32, False)
+    assert float(jnp.abs(flat(grad_saved) - g32).max()) <= 1e-5 * float(jnp.abs(g32).max())
 
 
 def test_loss_terms_on_a_hand_made_case():

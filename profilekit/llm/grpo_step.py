@@ -9,7 +9,10 @@ aggregation (tokens of a rollout averaged, then rollouts). What differs is only 
 - no old-policy pass: with one update per batch its log-probs equal the current ones under stop_gradient;
 - log-probs of the sampled tokens come from chunks of hidden states (rematerialised in the backward pass), so
   the [rollouts, tokens, vocabulary] logits tensor never exists;
-- the layers run as a rematerialised `lax.scan`, so activations of the 30-layer model stay small.
+- the layers run as a `lax.scan` over our forward (`profilekit.llm.forward`), each layer rematerialised or not
+  (`StepGeometry.remat`); gemma3 keeps tunix's forward, one uncached pass per rollout;
+- with `compute_dtype="bfloat16"` the policy, its gradient and the reference run in bf16 with f32 accumulation
+  (the reference is kept in bf16; the optimizer updates f32 master weights).
 
 `tests/test_grpo.py` checks loss and gradients against tunix's `grpo_loss_fn` on a tiny model.
 """
@@ -24,14 +27,14 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
-from tunix.models.gemma3 import model as gemma3_lib
 
-from profilekit.llm.model import hidden_states, init_cache, project_logits, scanned_hidden_states, stack_cache
+from profilekit.llm import forward
+from profilekit.llm.model import hidden_states, project_logits
 
 LOG_RATIO_CLAMP = 20.0
 
 
-def _logps_of_tokens(model, hidden, tokens, chunk: int, temperature: float):
+def _logps_of_tokens(project, hidden, tokens, chunk: int, temperature: float):
     """log π(token) at every position, from [N, T, D] hidden states, `chunk` positions at a time; logits are
     divided by the rollout temperature, as tunix does, so π is the distribution the rollouts were drawn from."""
     n, t, d = hidden.shape
@@ -44,7 +47,7 @@ def _logps_of_tokens(model, hidden, tokens, chunk: int, temperature: float):
 
     @jax.checkpoint
     def one(h, tok):
-        logits = project_logits(model, h).astype(jnp.float32) / temperature
+        logits = project(h).astype(jnp.float32) / temperature
         picked = jnp.take_along_axis(logits, tok[..., None], axis=-1)[..., 0]
         return picked - jax.nn.logsumexp(logits, axis=-1)
 
@@ -60,37 +63,44 @@ def _unshared_logps(model, prompt, prompt_valid, completion, *, samples, chunk, 
     positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
     causal = jnp.tril(jnp.ones((w + t, w + t), bool))
     h, _ = hidden_states(model, jnp.concatenate([prompt, completion], axis=1), positions, None, causal[None] & valid[:, None, :])
-    return _logps_of_tokens(model, h[:, w - 1 : w + t - 1], completion, chunk, temperature)
+    return _logps_of_tokens(partial(project_logits, model), h[:, w - 1 : w + t - 1], completion, chunk, temperature)
 
 
-def completion_logps(model, prompt, prompt_valid, completion, *, samples: int, chunk: int = 32, temperature: float = 1.0):
-    """Per-token log-probs [B·G, T] of completions [B·G, T] (prompt-major rows) given left-padded prompts
-    [B, W]; each prompt's prefill is computed once and its cache repeated for its `samples` rollouts.
-
-    gemma3 falls back to one uncached pass per rollout: tunix's sliding-window layers place a multi-token input
-    at cache index 0, so a continuation against a prefilled cache would get the wrong window."""
-    if isinstance(model, gemma3_lib.Gemma3):
-        return _unshared_logps(model, prompt, prompt_valid, completion, samples=samples, chunk=chunk, temperature=temperature)
-    b, w = prompt.shape
-    n, t = completion.shape
-    dtype = model.embedder.input_embedding.value.dtype
-    cache = stack_cache(init_cache(model.config, b, w + t, dtype))
+def _own_logps(model, arch: forward.Arch, prompt, prompt_valid, completion, *, samples, chunk, temperature, remat):
+    weights = forward.weights_of(model, arch)
+    stacked = forward.stack_layers(weights["layers"])
+    policy = None if remat else jax.checkpoint_policies.everything_saveable
+    project = partial(forward.logits, weights)
+    w, t = prompt.shape[1], completion.shape[1]
     positions = jnp.maximum(jnp.cumsum(prompt_valid, axis=1) - 1, 0).astype(jnp.int32)
-    key_valid = jnp.zeros((b, w + t), bool).at[:, :w].set(prompt_valid)
-    causal = jnp.arange(w)[:, None] >= jnp.arange(w + t)[None, :]
-    h, cache = scanned_hidden_states(model, prompt, positions, cache, causal[None] & key_valid[:, None, :])
+    causal = jnp.tril(jnp.ones((w, w), bool))[None] & prompt_valid[:, None, :]
+    h, (pk, pv) = forward.scanned_forward(weights, stacked, arch, prompt, positions, causal, policy=policy)
     last = jnp.repeat(h[:, -1:, :], samples, axis=0)  # predicts completion token 0
     if t == 1:
-        return _logps_of_tokens(model, last, completion, chunk, temperature)
-    cache = jax.tree.map(lambda x: jnp.repeat(x, samples, axis=1), cache)  # axis 0 is the layer
-    key_valid = jnp.repeat(key_valid, samples, axis=0)
-    n_prompt = jnp.repeat(prompt_valid.sum(axis=1), samples)
-    comp_pos = (n_prompt[:, None] + jnp.arange(t - 1)[None, :]).astype(jnp.int32)
-    keys = jnp.arange(w + t)
-    own = (keys[None, :] >= w) & (keys[None, :] - w <= jnp.arange(t - 1)[:, None])  # [T-1, W+T] causal part
-    mask = key_valid[:, None, :] | own[None]
-    hc, _ = scanned_hidden_states(model, completion[:, :-1], comp_pos, cache, mask)
-    return _logps_of_tokens(model, jnp.concatenate([last, hc], axis=1), completion, chunk, temperature)
+        return _logps_of_tokens(project, last, completion, chunk, temperature)
+    past = (jnp.repeat(pk, samples, axis=1), jnp.repeat(pv, samples, axis=1))  # axis 0 is the layer
+    past_mask = jnp.repeat(prompt_valid, samples, axis=0)[:, None, :]
+    own = jnp.tril(jnp.ones((t - 1, t - 1), bool))[None]
+    comp_pos = (jnp.repeat(prompt_valid.sum(axis=1), samples)[:, None] + jnp.arange(t - 1)[None, :]).astype(jnp.int32)
+    hc, _ = forward.scanned_forward(weights, stacked, arch, completion[:, :-1], comp_pos, own, past=past,
+                                    past_mask=past_mask, policy=policy)
+    return _logps_of_tokens(project, jnp.concatenate([last, hc], axis=1), completion, chunk, temperature)
+
+
+def completion_logps(model, prompt, prompt_valid, completion, *, samples: int, chunk: int = 32, temperature: float = 1.0,
+                     remat: bool = True):
+    """Per-token log-probs [B·G, T] of completions [B·G, T] (prompt-major rows) given left-padded prompts
+    [B, W]; each prompt's prefill is computed once and its keys and values repeated for its `samples` rollouts.
+    `remat` recomputes each layer in the backward pass instead of keeping its activations.
+
+    llama, qwen2 and qwen3 run our forward (`profilekit.llm.forward`, in the dtype of the weights given). gemma3
+    keeps tunix's and falls back to one uncached pass per rollout: tunix's sliding-window layers place a
+    multi-token input at cache index 0, so a continuation against a prefilled cache would get the wrong window."""
+    arch = forward.arch_of(model)
+    if arch is not None:
+        return _own_logps(model, arch, prompt, prompt_valid, completion, samples=samples, chunk=chunk,
+                          temperature=temperature, remat=remat)
+    return _unshared_logps(model, prompt, prompt_valid, completion, samples=samples, chunk=chunk, temperature=temperature)
 
 
 def _seq_mean_token_mean(per_token, mask):
@@ -127,12 +137,22 @@ class StepGeometry:
     beta: float
     chunk: int
     temperature: float = 1.0
+    # The dtype the forward and backward passes compute in (weights cast from the f32 master copy; bf16 keeps f32
+    # accumulation in every dot, see `profilekit.llm.forward`); the optimizer always updates f32 parameters.
+    compute_dtype: str = "float32"
+    remat: bool = True  # recompute each layer in the backward pass instead of keeping its activations
 
 
 def _logps(model, prompt, valid, completion, geo: StepGeometry):
     return completion_logps(
-        model, prompt, valid, completion, samples=geo.samples, chunk=geo.chunk, temperature=geo.temperature
+        model, prompt, valid, completion, samples=geo.samples, chunk=geo.chunk, temperature=geo.temperature,
+        remat=geo.remat,
     )
+
+
+def cast_floats(tree, dtype):
+    """The floating-point leaves of a parameter tree in `dtype` (others unchanged)."""
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
 def _train_step(graphdef, tx, geo: StepGeometry, params, rest, opt_state, ref_params, batch):
@@ -143,7 +163,7 @@ def _train_step(graphdef, tx, geo: StepGeometry, params, rest, opt_state, ref_pa
     )
 
     def loss_fn(p):
-        model = nnx.merge(graphdef, p, rest)
+        model = nnx.merge(graphdef, cast_floats(p, jnp.dtype(geo.compute_dtype)), rest)
         logps = _logps(model, prompt, valid, completion, geo)
         return grpo_loss(logps, ref_logps, advantages, mask, epsilon=geo.epsilon, beta=geo.beta)
 
@@ -159,14 +179,16 @@ class PolicyTrainer:
 
     def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, geometry: StepGeometry):
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
-        self.params = params
-        self.ref_params = jax.tree.map(jnp.copy, params)  # own buffers: the policy's are donated every step
+        self.params = cast_floats(params, jnp.float32)
+        # The reference in the compute dtype, in its own buffers (the policy's are donated every step).
+        self.ref_params = jax.tree.map(lambda x: jnp.array(x, copy=True), cast_floats(params, jnp.dtype(geometry.compute_dtype)))
         self.tx = tx
         # Committed to its devices like the outputs of a step, so the second step reuses the first step's
         # compilation (optax's uncommitted step counter had made every run compile the step twice).
-        first = jax.tree.leaves(params)[0].sharding
+        first = jax.tree.leaves(self.params)[0].sharding
         replicated = NamedSharding(first.mesh, PartitionSpec()) if isinstance(first, NamedSharding) else first
-        self.opt_state = jax.tree.map(lambda x: x if x.committed else jax.device_put(x, replicated), tx.init(params))
+        self.opt_state = jax.tree.map(lambda x: x if x.committed else jax.device_put(x, replicated),
+                                      tx.init(self.params))
         self.geometry = geometry
         self._step = jax.jit(partial(_train_step, self.graphdef, tx, geometry), donate_argnums=(0, 2))
 
@@ -177,6 +199,8 @@ class PolicyTrainer:
         return {k: float(v) for k, v in aux.items()}
 
     def write_into(self, model: nnx.Module) -> None:
-        """Point a model with the same structure (the rollout sampler's) at the current parameters. The buffers
-        are shared, not copied, to save memory: the next `step()` donates them, so call this after every step."""
-        nnx.update(model, self.params)
+        """Give a model with the same structure (the rollout sampler's) the current parameters, in its own
+        dtype. f32 buffers are shared, not copied, to save memory: the next `step()` donates them, so call this
+        after every step."""
+        _, current, _ = nnx.split(model, nnx.Param, ...)
+        nnx.update(model, jax.tree.map(lambda new, old: new.astype(old.dtype), self.params, current))

@@ -197,32 +197,6 @@ def hidden_states(model: nnx.Module, tokens, positions, cache, mask):
     return model.final_norm(x), new_cache
 
 
-def scanned_hidden_states(model: nnx.Module, tokens, positions, stacked_cache, mask):
-    """`hidden_states` for training: the (identical) layers run as one `lax.scan` over their stacked parameters,
-    each step rematerialised, so the backward pass keeps one layer input per layer instead of every
-    intermediate (measured on SmolLM2, 4 x 320 tokens: 3.1 GB -> 1.0 GB of XLA temporaries; a remat of each
-    layer in a Python loop saved nothing on XLA:CPU). `stacked_cache` holds every layer's cache on a leading
-    axis. Not for gemma3, whose sliding-window and global layers differ."""
-    x = _embed(model, tokens)
-    rope_args = _rope_args(model, positions, x.dtype)
-    layer_def, _ = nnx.split(model.layers[0])
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.state(layer) for layer in model.layers])
-
-    @jax.checkpoint
-    def body(x, scanned):
-        state, layer_cache = scanned
-        layer_cache, x = _layer_call(nnx.merge(layer_def, state), x, positions, layer_cache, mask, rope_args)
-        return x, layer_cache
-
-    x, new_cache = jax.lax.scan(body, x, (stacked, stacked_cache))
-    return model.final_norm(x), new_cache
-
-
-def stack_cache(cache: dict) -> dict:
-    """Per-layer caches ({"layer_i": {...}}) as one tree with a leading layer axis."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *[cache[f"layer_{i}"] for i in range(len(cache))])
-
-
 def project_logits(model: nnx.Module, h):
     """Vocabulary logits of selected hidden states only (never the whole [B, L, V] tensor unless asked)."""
     tied = ("weight_tying", "use_tied_embedding")

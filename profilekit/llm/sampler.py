@@ -1,8 +1,10 @@
 """Batched generation with a KV cache: one jitted prefill, one jitted `lax.while_loop` decode.
 
 Prompts are left-padded to a length bucket (so a new prompt length rarely recompiles); only the last prompt
-position is projected to the vocabulary during prefill. Sampling is temperature + top-p (greedy at
-temperature 0), seeded per call and per step, so the same seed gives the same tokens.
+position is projected to the vocabulary during prefill. llama, qwen2 and qwen3 run our own forward
+(`profilekit.llm.forward`: f32-accumulating dots in the weights' dtype, heads-major f32 KV cache updated in place);
+gemma3 runs tunix's. Sampling is temperature + top-p (greedy at temperature 0), seeded per call and per step,
+so the same seed gives the same tokens.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from profilekit.llm import forward
 from profilekit.llm.model import LoadedLM, hidden_states, init_cache, project_logits
 
 
@@ -27,7 +30,7 @@ class SamplingConfig:
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int = 0
-    prompt_bucket: int = 64
+    prompt_bucket: int = 16
 
 
 @dataclass
@@ -44,6 +47,9 @@ def _round_up(n: int, m: int) -> int:
 
 
 _NUCLEUS_FAST_K = 256
+# Every decode step attends over the whole cache, so it is only as long as prompt + new tokens need, rounded
+# up to a multiple that keeps recompiles rare.
+CACHE_ROUND = 16
 
 
 def _nucleus_cutoff(sorted_logits, top_p: float):
@@ -76,20 +82,59 @@ def _pick(logits, key, temperature: float, top_p: float):
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
+class _TunixDecoder:
+    """tunix's forward and [B, S, K, D] cache (gemma3)."""
+
+    def __init__(self, model: nnx.Module):
+        self.model = model
+        self.dtype = model.embedder.input_embedding.value.dtype
+
+    def init(self, batch: int, size: int):
+        return init_cache(self.model.config, batch, size, self.dtype)
+
+    def __call__(self, tokens, positions, cache, write_at, mask):
+        return hidden_states(self.model, tokens, positions, cache, mask)
+
+    def logits(self, h):
+        return project_logits(self.model, h)
+
+
+class _OwnDecoder:
+    """Our forward (`profilekit.llm.forward`): f32-accumulating dots, heads-major cache updated in place."""
+
+    def __init__(self, model: nnx.Module, arch: forward.Arch):
+        self.arch = arch
+        self.weights = forward.weights_of(model, arch)
+        self.num_layers = len(self.weights["layers"])
+
+    def init(self, batch: int, size: int):
+        return forward.init_cache(self.arch, self.num_layers, batch, size)
+
+    def __call__(self, tokens, positions, cache, write_at, mask):
+        return forward.cached_forward(self.weights, self.arch, tokens, positions, cache, write_at, mask)
+
+    def logits(self, h):
+        return forward.logits(self.weights, h)
+
+
+def decoder_of(model: nnx.Module) -> _OwnDecoder | _TunixDecoder:
+    arch = forward.arch_of(model)
+    return _TunixDecoder(model) if arch is None else _OwnDecoder(model, arch)
+
+
 _STATIC = ("max_new", "temperature", "top_p", "cache_size", "samples")
 
 
 def _generate(graphdef, state, tokens, valid, eos_ids, pad_id, key, *, max_new, temperature, top_p, cache_size, samples):
-    model = nnx.merge(graphdef, state)
+    decoder = decoder_of(nnx.merge(graphdef, state))
     n_prompts, prompt_len = tokens.shape
-    dtype = model.embedder.input_embedding.value.dtype
-    cache = init_cache(model.config, n_prompts, cache_size, dtype)
+    cache = decoder.init(n_prompts, cache_size)
     positions = jnp.maximum(jnp.cumsum(valid, axis=1) - 1, 0).astype(jnp.int32)
     key_valid = jnp.zeros((n_prompts, cache_size), bool).at[:, :prompt_len].set(valid)
     causal = jnp.arange(prompt_len)[:, None] >= jnp.arange(cache_size)[None, :]
     prefill_mask = causal[None] & key_valid[:, None, :]
-    h, cache = hidden_states(model, tokens, positions, cache, prefill_mask)
-    logits = project_logits(model, h[:, -1:, :])[:, 0]
+    h, cache = decoder(tokens, positions, cache, 0, prefill_mask)
+    logits = decoder.logits(h[:, -1:, :])[:, 0]
     # Each prompt is prefilled once; its KV cache is then shared by its `samples` continuations.
     cache, logits, positions, key_valid = jax.tree.map(
         lambda x: jnp.repeat(x, samples, axis=0), (cache, logits, positions, key_valid)
@@ -108,8 +153,8 @@ def _generate(graphdef, state, tokens, valid, eos_ids, pad_id, key, *, max_new, 
         done = done | jnp.isin(token, eos_ids)
         write_at = prompt_len + step
         key_valid = key_valid.at[:, write_at].set(True)
-        h, cache = hidden_states(model, token[:, None], pos[:, None], cache, key_valid[:, None, :])
-        nxt = _pick(project_logits(model, h)[:, 0], jax.random.fold_in(key, step + 1), temperature, top_p)
+        h, cache = decoder(token[:, None], pos[:, None], cache, write_at, key_valid[:, None, :])
+        nxt = _pick(decoder.logits(h)[:, 0], jax.random.fold_in(key, step + 1), temperature, top_p)
         return step + 1, out, cache, nxt, pos + 1, done, key_valid
 
     out = jnp.full((batch, max_new), pad_id, jnp.int32)
@@ -157,7 +202,7 @@ class Sampler:
         for i, p in enumerate(prompts):
             tokens[i, width - len(p):] = p
             valid[i, width - len(p):] = True
-        cache_size = _round_up(width + config.max_new_tokens, config.prompt_bucket)
+        cache_size = _round_up(width + config.max_new_tokens, CACHE_ROUND)
         out, steps = self._generate(
             self.state,
             self._place(tokens),

@@ -1,0 +1,305 @@
+"""Our decoder forward for the llama, qwen2 and qwen3 families, over the parameters tunix loaded.
+
+Why not tunix's forward: XLA:CPU (jaxlib 0.10.2) sends dots to YNNPACK, which runs bf16 natively only as
+bf16 x bf16 -> f32. tunix's einsums ask for bf16 outputs, so XLA converts both operands (the whole weight matrix
+included) to f32 on every call, and its [B, S, K, D] KV cache makes every decode step transpose and copy each
+layer's cache. Here every dot takes operands of one compute dtype and accumulates in f32
+(`preferred_element_type`); norms, RoPE, softmax and the residual stream stay in f32; the decode loop's KV cache
+is heads-major [B, K, S, D], which the attention dots read as it is, and f32 (see `CACHE_DTYPE`). With f32
+weights the same code is plain f32.
+
+`einsum` has a custom VJP that casts the f32 cotangent to the compute dtype, so the backward dots are native
+bf16 x bf16 -> f32 too (JAX's own transpose would hand an f32 cotangent to a bf16 operand: mixed, upcast).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from tunix.models.llama3 import model as llama_lib
+from tunix.models.qwen2 import model as qwen2_lib
+from tunix.models.qwen3 import model as qwen3_lib
+
+K_MASK = -2.3819763e38  # tunix's mask value: finite, so a fully masked (padding) row stays NaN-free
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What the forward needs besides the weights (static under jit)."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rope_theta: float
+    norm_eps: float
+    qkv_bias: bool
+    qk_norm: bool
+    tied: bool
+
+
+def arch_of(model: nnx.Module) -> Arch | None:
+    """The architecture of a tunix llama / qwen2 / qwen3 model; None for the families this forward does not
+    cover (gemma3: sliding-window layers), which keep tunix's forward."""
+    c = model.config
+    if isinstance(model, llama_lib.Llama3):
+        extra = {"qkv_bias": False, "qk_norm": False, "tied": bool(c.weight_tying)}
+    elif isinstance(model, qwen2_lib.Qwen2):
+        extra = {"qkv_bias": True, "qk_norm": False, "tied": bool(c.use_tied_embedding)}
+    elif isinstance(model, qwen3_lib.Qwen3):
+        extra = {"qkv_bias": False, "qk_norm": True, "tied": bool(c.use_tied_embedding)}
+    else:
+        return None
+    return Arch(c.num_heads, c.num_kv_heads, c.head_dim, float(c.rope_theta), float(c.norm_eps), **extra)
+
+
+def _layer_weights(layer: nnx.Module, arch: Arch) -> dict:
+    attn, mlp = layer.attn, layer.mlp
+    w = {
+        "attn_norm": layer.input_layernorm.w.value,
+        "mlp_norm": layer.post_attention_layernorm.w.value,
+        "q": attn.q_proj.w.value,
+        "k": attn.k_proj.w.value,
+        "v": attn.v_proj.w.value,
+        "o": attn.o_proj.w.value,
+        "gate": mlp.gate_proj.kernel.value,
+        "up": mlp.up_proj.kernel.value,
+        "down": mlp.down_proj.kernel.value,
+    }
+    if arch.qkv_bias:
+        w |= {"q_bias": attn.q_bias.value, "k_bias": attn.k_bias.value, "v_bias": attn.v_bias.value}
+    if arch.qk_norm:
+        w |= {"q_norm": attn.q_norm.w.value, "k_norm": attn.k_norm.w.value}
+    return w
+
+
+def weights_of(model: nnx.Module, arch: Arch) -> dict:
+    """References to the model's arrays (no copy), by role. The vocabulary projection is always [D, V]: a tied
+    embedding is transposed here, once per jitted call, instead of inside every decode step."""
+    embed = model.embedder.input_embedding.value
+    return {
+        "embed": embed,
+        "head": embed.T if arch.tied else model.lm_head.w.value,
+        "final_norm": model.final_norm.w.value,
+        "layers": [_layer_weights(layer, arch) for layer in model.layers],
+    }
+
+
+def stack_layers(layers: list[dict]) -> dict:
+    """Per-layer weights as one tree with a leading layer axis, for `lax.scan`."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+
+
+def _plain_einsum(spec: str, a, b):
+    """`jnp.einsum` with f32 accumulation. bf16 operands are first arranged as YNNPACK takes them (XLA:CPU's only
+    bf16 x bf16 -> f32 dot; the fallback rejects that type combination at run time): [batch, M, K] x
+    [batch, K, N] with M, N > 1 and a dimension of at least 8. Other bf16 dots (vector products in a batch-1
+    decode step) run in f32."""
+    if a.dtype != jnp.bfloat16:
+        return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+    (sa, sb), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    batch = [i for i in out if i in sa and i in sb]
+    m = [i for i in out if i in sa and i not in sb]
+    n = [i for i in out if i in sb and i not in sa]
+    k = [i for i in sa if i in sb and i not in out]
+    size = {**dict(zip(sa, a.shape)), **dict(zip(sb, b.shape))}
+    dims = [math.prod(size[i] for i in group) for group in (batch, m, k, n)]
+    if dims[1] == 1 or dims[3] == 1 or max(dims[1:]) < 8:
+        return jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32))
+    lhs = _arranged(a, sa, batch + m + k).reshape(dims[0], dims[1], dims[2])
+    rhs = _arranged(b, sb, batch + k + n).reshape(dims[0], dims[2], dims[3])
+    res = jax.lax.dot_general(lhs, rhs, (((2,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32)
+    res = res.reshape([size[i] for i in batch + m + n])
+    return jnp.einsum(f"{''.join(batch + m + n)}->{out}", res)
+
+
+def _arranged(x, spec: str, order: list[str]):
+    """x with its axes in `order`; a real transpose is materialised behind a barrier, or XLA folds it back into
+    the dot's dimension numbers and the dot is no longer one YNNPACK takes."""
+    if list(spec) == order:
+        return x
+    return jax.lax.optimization_barrier(jnp.transpose(x, [spec.index(i) for i in order]))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def einsum(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """`a`, `b` of one dtype, f32 result; the backward dots take the cotangent in that dtype as well. `spec` is
+    an explicit two-operand contraction ("ab,bc->ac") in which every index of an operand also appears in the
+    other operand or the output (so each gradient is itself such an einsum)."""
+    return _plain_einsum(spec, a, b)
+
+
+def _einsum_fwd(spec, a, b):
+    return _plain_einsum(spec, a, b), (a, b)
+
+
+def _einsum_bwd(spec, res, g):
+    a, b = res
+    (sa, sb), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    g = g.astype(a.dtype)
+    return (_plain_einsum(f"{out},{sb}->{sa}", g, b).astype(a.dtype),
+            _plain_einsum(f"{sa},{out}->{sb}", a, g).astype(b.dtype))
+
+
+einsum.defvjp(_einsum_fwd, _einsum_bwd)
+
+
+def _rms_norm(x, w, eps: float):
+    x = x.astype(jnp.float32)
+    return w.astype(jnp.float32) * (x / jnp.sqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps))
+
+
+def rope_tables(positions, head_dim: int, theta: float):
+    """sin, cos [B, T, 1, head_dim / 2] in f32 (bf16 angles would be wrong beyond position 256)."""
+    fraction = 2 * jnp.arange(head_dim // 2, dtype=jnp.float32) / head_dim
+    angle = positions.astype(jnp.float32)[..., None] / (theta**fraction)
+    return jnp.sin(angle)[:, :, None, :], jnp.cos(angle)[:, :, None, :]
+
+
+def _rope(x, sin, cos):
+    first, second = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+
+
+# kv(k, v) -> (segments, carry): given this input's heads-major k, v [B, K, T, D], the (keys, values, mask)
+# segments the queries attend to (keys/values [B, K, S_i, D], mask [B, T, S_i]; one softmax over all of them),
+# and what the caller keeps (the updated cache, or k, v themselves).
+KVPolicy = Callable[[jax.Array, jax.Array], tuple[list[tuple[jax.Array, jax.Array, jax.Array]], object]]
+
+
+def layer(w: dict, x, rope, arch: Arch, kv: KVPolicy):
+    """One decoder layer on the f32 residual stream x [B, T, D]."""
+    cd = w["q"].dtype
+    b, t, _ = x.shape
+    heads, kv_heads, hd = arch.num_heads, arch.num_kv_heads, arch.head_dim
+    h = _rms_norm(x, w["attn_norm"], arch.norm_eps).astype(cd)
+    q = einsum("btd,dnh->btnh", h, w["q"])
+    k = einsum("btd,dkh->btkh", h, w["k"])
+    v = einsum("btd,dkh->btkh", h, w["v"])
+    if arch.qkv_bias:
+        q = q + w["q_bias"].astype(jnp.float32).reshape(heads, hd)
+        k = k + w["k_bias"].astype(jnp.float32).reshape(kv_heads, hd)
+        v = v + w["v_bias"].astype(jnp.float32).reshape(kv_heads, hd)
+    if arch.qk_norm:
+        q = _rms_norm(q, w["q_norm"], arch.norm_eps)
+        k = _rms_norm(k, w["k_norm"], arch.norm_eps)
+    q = _rope(q, *rope) * hd**-0.5
+    k = _rope(k, *rope)
+    segments, carry = kv(k.swapaxes(1, 2).astype(cd), v.swapaxes(1, 2).astype(cd))
+    q = q.astype(cd).reshape(b, t, kv_heads, heads // kv_heads, hd)
+    scores = [
+        jnp.where(mask[:, None, :, None, :], einsum("btkgh,bksh->bktgs", q.astype(keys.dtype), keys), K_MASK)
+        for keys, _, mask in segments
+    ]
+    probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
+    bounds = list(itertools.accumulate(keys.shape[2] for keys, _, _ in segments))[:-1]
+    out = sum(
+        einsum("bktgs,bksh->btkgh", p.astype(values.dtype), values)
+        for p, (_, values, _) in zip(jnp.split(probs, bounds, axis=-1), segments)
+    )
+    x = x + einsum("btnh,nhd->btd", out.astype(cd).reshape(b, t, heads, hd), w["o"])
+    h = _rms_norm(x, w["mlp_norm"], arch.norm_eps).astype(cd)
+    act = jax.nn.silu(einsum("btd,df->btf", h, w["gate"])) * einsum("btd,df->btf", h, w["up"])
+    return x + einsum("btf,fd->btd", act.astype(cd), w["down"]), carry
+
+
+def embed(weights: dict, tokens):
+    return weights["embed"][tokens].astype(jnp.float32)
+
+
+def final_hidden(weights: dict, x, arch: Arch):
+    """The final norm, in the compute dtype (what the vocabulary projection takes)."""
+    return _rms_norm(x, weights["final_norm"], arch.norm_eps).astype(weights["head"].dtype)
+
+
+def logits(weights: dict, h):
+    """f32 vocabulary logits of final hidden states h [..., D]."""
+    head = weights["head"]
+    return einsum("nd,dv->nv", h.reshape(-1, h.shape[-1]), head).reshape(*h.shape[:-1], head.shape[-1])
+
+
+def own(mask) -> KVPolicy:
+    """Attend over this input's own keys (mask [B, T, T]); keep its k, v."""
+    return lambda k, v: ([(k, v, mask)], (k, v))
+
+
+def after(past_k, past_v, past_mask, mask) -> KVPolicy:
+    """Attend over `past` keys [B, K, P, D] (past_mask [B, T, P]) and this input's own (mask [B, T, T])."""
+    return lambda k, v: ([(past_k, past_v, past_mask), (k, v, mask)], (k, v))
+
+
+def prefill_into(cache_k, cache_v, mask) -> KVPolicy:
+    """Attend over this input's own keys and write them at the start of a preallocated cache."""
+
+    def kv(k, v):
+        new = tuple(jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (0, 0, 0, 0)) for c, x in ((cache_k, k), (cache_v, v)))
+        return [(k, v, mask)], new
+
+    return kv
+
+
+def decode_in_place(cache_k, cache_v, write_at, mask) -> KVPolicy:
+    """Write this input's k, v into a preallocated [B, K, S, D] cache at `write_at` (the same index for every row:
+    prompts are left-padded) and attend over the whole cache (mask [B, T, S])."""
+
+    def kv(k, v):
+        new = tuple(jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (0, 0, write_at, 0)) for c, x in ((cache_k, k), (cache_v, v)))
+        return [(new[0], new[1], mask)], new
+
+    return kv
+
+
+# The decode loop's cache is f32 whatever the compute dtype. XLA:CPU (jaxlib 0.10.2) updates an f32 cache in place
+# but not a bf16 one: it runs a bf16 dynamic-update-slice in f32, converting the whole cache there and back, and
+# every workaround tried (integer storage with bitcasts, scatter) copies the whole cache instead. Measured on one
+# [8, 3, 4096, 64] cache, 1000 steps of update + read: f32 17 us/step, bf16 636, uint16 + bitcast 2765, scatter
+# 3829 (`tests/test_llm.py` checks the compiled decode loop for cache-sized copies). The attention dots then read
+# 4-byte keys, the same bytes per step as a bf16 cache plus the copy it would need.
+CACHE_DTYPE = jnp.float32
+
+
+def init_cache(arch: Arch, num_layers: int, batch: int, size: int) -> list[tuple[jax.Array, jax.Array]]:
+    """Per-layer heads-major (k, v) caches [B, K, S, D]."""
+    shape = (batch, arch.num_kv_heads, size, arch.head_dim)
+    return [(jnp.zeros(shape, CACHE_DTYPE), jnp.zeros(shape, CACHE_DTYPE)) for _ in range(num_layers)]
+
+
+def cached_forward(weights: dict, arch: Arch, tokens, positions, cache: list, write_at, mask):
+    """Layers unrolled over per-layer caches (each updated in place by the decode loop). A multi-token input is a
+    prefill written at the start of the cache (mask [B, T, S]: its first T columns are used); a single token is a
+    decode step written at `write_at` (mask [B, 1, S] over the cache). Returns final hidden states [B, T, D] in the
+    compute dtype and the new cache."""
+    x = embed(weights, tokens)
+    rope = rope_tables(positions, arch.head_dim, arch.rope_theta)
+    t = tokens.shape[1]
+    new_cache = []
+    for w, (ck, cv) in zip(weights["layers"], cache):
+        kv = decode_in_place(ck, cv, write_at, mask) if t == 1 else prefill_into(ck, cv, mask[:, :, :t])
+        x, kv = layer(w, x, rope, arch, kv)
+        new_cache.append(kv)
+    return final_hidden(weights, x, arch), new_cache
+
+
+def scanned_forward(weights: dict, stacked: dict, arch: Arch, tokens, positions, mask, past=None, past_mask=None,
+                    policy=None):
+    """The layers as one `lax.scan` over stacked weights (training). `past` = stacked (k, v) [L, B, K, P, D]
+    that the input continues (past_mask [B, T, P]; mask [B, T, T] over the input itself); returns final hidden
+    states and this input's stacked (k, v). Each layer is rematerialised under `policy` (a
+    `jax.checkpoint_policies` policy; None saves nothing)."""
+    x = embed(weights, tokens)
+    rope = rope_tables(positions, arch.head_dim, arch.rope_theta)
+
+    @partial(jax.checkpoint, policy=policy)
+    def body(x, scanned):
+        w, pk, pv = scanned
+        return layer(w, x, rope, arch, own(mask) if pk is None else after(pk, pv, past_mask, mask))
+
+    pk, pv = past if past is not None else (None, None)
+    x, kv = jax.lax.scan(body, x, (stacked, pk, pv))
+    return final_hidden(weights, x, arch), kv
