@@ -8,13 +8,13 @@ from dagster import AssetExecutionContext, AssetIn, Failure, asset
 from assets._common import ARTIFACT, LLM_HEAVY, ONE_PARTITION_PER_RUN, PARTITIONED, artifact_output, table_output, typed
 from assets.automation import on_upstream_data_change
 from assets.partitions import from_domain, from_source_checkpoint, method_domain_partitions
+from profilekit.checkpoints import load_trained_policy
 from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
 from profilekit.profiler import GenerationCache, generate_profiles
 from profilekit.prompts import PROMPT_VERSION
 from profilekit.protocol import eval_examples
 from profilekit.schemas import profiles_schema
 from profilekit.sources import dir_content_hash
-from profilekit.training import load_trained_policy
 from resources.artifacts import Artifact
 from resources.llm import ProfilerLLMResource, packaged_weights_dir
 from resources.model_store import ModelStore

@@ -6,9 +6,10 @@ with beta·k3-KL to a frozen reference (beta 0.01, epsilon 0.2), adamw at 1e-5 a
 float32 weights, and the same cheap reward (a hash of the completion text, so reward cost is excluded and groups are
 rarely constant). A step is everything from sampling the rollouts to having the updated weights in the sampler:
 
-- ours: `Sampler.generate` (each prompt prefilled once, its KV cache shared by its G rollouts), reward,
-  `_pad_batch`, `PolicyTrainer.step` (reference log-probs and the policy's forward + backward in one jitted
-  function; no old-policy pass since there is one update per batch), then `write_into` + `reload_weights`;
+- ours: the project's trainer itself (`profilekit.training.train_profiler`, per-step seconds from its log):
+  `Sampler.generate` (each prompt prefilled once, its KV cache shared by its G rollouts), reward,
+  `PolicyTrainer.step` (reference log-probs and the policy's forward + backward in one jitted function; no
+  old-policy pass since there is one update per batch), then `write_into` + `reload_weights`;
 - tunix: one `GRPOLearner` global step: rollout of B·G rows (each prompt prefilled G times, left-padded to
   --tunix-prompt-length), reference log-probs pass, reward and advantages, one actor train step (no old-policy
   pass when num_iterations is 1, and no weight sync: on one mesh the rollout shares the actor's weights);
@@ -98,42 +99,31 @@ def shared_config(args: argparse.Namespace) -> GRPOConfig:
 
 
 def run_ours(args: argparse.Namespace, dtype: str = "float32") -> dict:
-    """Full fine-tune; with bf16 the sampler holds bf16 weights and the step computes in bf16 (f32 masters)."""
+    """The project's own trainer (`train_profiler`, one call for all steps) with a method whose only reward term is
+    the completion hash; with bf16 the sampler holds bf16 weights and the step computes in bf16 (f32 masters).
+    The step time is the trainer's own per-step record (sampling to weights back in the sampler)."""
     from dataclasses import replace
 
-    import numpy as np
-    import optax
-
-    from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
-    from profilekit.llm.sampler import SamplingConfig
+    from profilekit.methods import Method, Term, reward_term
     from profilekit.profiler import ChatLM
-    from profilekit.rewards import group_advantages
-    from profilekit.training import _pad_batch
+    from profilekit.training import RewardModels, TrainingExamples, train_profiler
 
-    config = shared_config(args)
+    @reward_term("completion_hash")
+    def _completion_hash(inputs):
+        return inputs.grid([text_reward(t) for t in inputs.profiles]), {}
+
+    config = replace(shared_config(args), compute_dtype=dtype, remat=args.remat, save_every=args.steps + 1)
     chat = ChatLM(args.model, dtype=dtype)
-    tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adamw(config.learning_rate))
-    geometry = StepGeometry(config.rollouts, config.epsilon, config.beta, config.logprob_chunk, config.temperature,
-                            compute_dtype=dtype, remat=args.remat)
-    trainer = PolicyTrainer(chat.lm.model, tx, geometry)
-    prompts = [chat.encode_chat(m) for m in profiler_conversations(args.prompts, args.history_lines)]
-    sampling = SamplingConfig(config.max_new_tokens, config.temperature, 1.0, 0, config.prompt_bucket)
-    seconds, generated = [], []
-    for step in range(args.steps):
-        started = time.perf_counter()
-        gen = chat.sampler.generate(prompts, replace(sampling, seed=step), samples=config.rollouts)
-        completions = [toks + ([stop] if stop is not None else []) for toks, stop in zip(gen.tokens, gen.stops)]
-        texts = [chat.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.tokens]
-        rewards = np.array([text_reward(t) for t in texts]).reshape(len(prompts), config.rollouts)
-        prompt, valid, completion, mask = _pad_batch(prompts, completions, chat.sampler.pad_id, config)
-        # step() returns host floats, so the update has finished when the clock stops.
-        trainer.step(prompt, valid, completion, mask, group_advantages(rewards).reshape(-1).astype(np.float32))
-        trainer.write_into(chat.lm.model)
-        chat.sampler.reload_weights()
-        seconds.append(time.perf_counter() - started)
-        generated.extend(len(t) for t in gen.tokens)
-    return {"step_seconds": seconds, "prompt_tokens": [len(p) for p in prompts],
-            "completion_tokens": float(np.mean(generated))}
+    conversations = profiler_conversations(args.prompts, args.history_lines)
+    n = len(conversations)
+    data = TrainingExamples(messages=conversations, recent=[""] * n, target_ids=[""] * n, negative_ids=[[]] * n,
+                            options=[[]] * n, answers=[0] * n)
+    with tempfile.TemporaryDirectory() as checkpoints:
+        result = train_profiler(chat, data, Method("bench", (Term("completion_hash"),)), config, checkpoints,
+                                RewardModels(), log=lambda _: None)
+    return {"step_seconds": [r["seconds"] for r in result.log],
+            "prompt_tokens": [len(chat.encode_chat(m)) for m in conversations],
+            "completion_tokens": sum(r["completion_tokens_mean"] for r in result.log) / len(result.log)}
 
 
 def run_tunix(args: argparse.Namespace) -> dict:

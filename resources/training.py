@@ -27,6 +27,8 @@ class TrainingResource(ConfigurableResource):
     epsilon: float = _GRPO.epsilon
     save_every: int = _GRPO.save_every
     seed: int = _GRPO.seed
+    compute_dtype: str = _GRPO.compute_dtype  # "float32" or "bfloat16" (bf16 dots, f32 accumulation and masters)
+    remat: bool = _GRPO.remat  # recompute layer activations in the backward pass (less memory, one more forward)
 
     @classmethod
     def of(cls, config: GRPOConfig, **overrides) -> TrainingResource:

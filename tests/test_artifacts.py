@@ -24,7 +24,7 @@ from dagster import (
 )
 
 from assets._common import ARTIFACT, artifact_output
-from profilekit.training import CheckpointStore
+from profilekit.checkpoints import CheckpointStore
 from resources.artifacts import BY_PARTITION, Artifact, ArtifactIOManager
 from resources.model_store import GCSModelStore, LocalModelStore, ModelStore
 from tests.test_environments import gcs_emulator  # noqa: F401  (the emulator fixture)

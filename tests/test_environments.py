@@ -68,7 +68,7 @@ def test_gcs_model_store_round_trips_files_and_an_orbax_checkpoint(gcs_emulator,
     import jax.numpy as jnp
     import optax
 
-    from profilekit.training import CheckpointStore
+    from profilekit.checkpoints import CheckpointStore
     from resources.model_store import GCSModelStore
 
     writer = GCSModelStore(root=str(tmp_path / "pod-a"), bucket=gcs_emulator)

@@ -18,8 +18,11 @@ from flax import nnx
 
 from profilekit.llm.grpo_step import cast_floats, completion_logps, grpo_loss
 from profilekit.llm.model import load_lm
+from profilekit.methods import METHODS
+from profilekit.training import train_profiler
 from tests.conftest import ROOT, TEST_DATA
 from tests.tiny_llm import write_tiny_lm
+from tests.training_setup import config, setup
 
 PAD = 0
 B, G, W, T = 2, 3, 12, 7
@@ -115,36 +118,6 @@ def test_loss_terms_on_a_hand_made_case():
     assert float(loss) == pytest.approx(-0.5 + 0.5 * kl00 / 4)
 
 
-TRAIN_SETUP = """
-import numpy as np
-from profilekit.embedder import Embedder
-from profilekit.profiler import ChatLM
-from profilekit.methods import METHODS
-from profilekit.training import GRPOConfig, RewardModels, TrainingExamples, train_profiler
-
-def setup(model_dir):
-    rng = np.random.default_rng(0)
-    items = [f"i{k}" for k in range(120)]
-    vecs = rng.normal(size=(120, 384)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    n = 5
-    data = TrainingExamples(
-        messages=[[{"role": "user", "content": f"History: [Movie {u} | 4], [Film {u + 1} | 3]. Summarise."}] for u in range(n)],
-        recent=[f"[Film {u + 1} | 3]" for u in range(n)], target_ids=items[:n],
-        negative_ids=[items[10 + 5 * u: 30 + 5 * u] for u in range(n)],
-        options=[["A film", "B film", "C film", "D film"]] * n, answers=[u % 4 for u in range(n)],
-    )
-    chat = ChatLM(model_dir)
-    models = RewardModels(embedder=Embedder(), item_vectors=dict(zip(items, vecs)), judge=chat)
-    return chat, data, models
-
-def config(steps):
-    return GRPOConfig(steps=steps, users_per_step=2, rollouts=3, max_new_tokens=10, learning_rate=1e-3)
-"""
-_ns: dict = {}
-exec(TRAIN_SETUP, _ns)
-
-
 EXPECTED_TERMS = {
     "blue": {"reward/blue_embedding/10H+P/u2i", "reward/blue_embedding/10H+P/i2u", "reward/blue_embedding/P/u2i",
              "reward/blue_embedding/P/i2u", "reward/blue_embedding", "reward/self_multiple_choice"},
@@ -157,10 +130,10 @@ EXPECTED_TERMS = {
 
 
 def test_every_method_trains_and_logs_its_terms(tiny_chat_dir, tmp_path):
-    chat, data, models = _ns["setup"](tiny_chat_dir)  # one policy, trained further by each method in turn
+    chat, data, models = setup(tiny_chat_dir)  # one policy, trained further by each method in turn
     for method, expected in EXPECTED_TERMS.items():
         before = np.asarray(chat.lm.model.embedder.input_embedding.value).copy()
-        result = _ns["train_profiler"](chat, data, _ns["METHODS"][method], _ns["config"](2), tmp_path / method, models,
+        result = train_profiler(chat, data, METHODS[method], config(2), tmp_path / method, models,
                                        log=lambda _: None)
         assert result.step == 2 and result.trained_now == 2 and [r["step"] for r in result.log] == [1, 2], method
         record = result.log[-1]
@@ -173,27 +146,12 @@ def test_every_method_trains_and_logs_its_terms(tiny_chat_dir, tmp_path):
             assert {"kl", "clip_fraction", "pg_loss", "grad_norm"} <= set(r)
         changed = not np.array_equal(before, np.asarray(chat.lm.model.embedder.input_embedding.value))
         assert changed == bool(updated), method
-        if method == "rlaif":  # constant-score groups are dropped; all dropped -> no update at all
-            assert all(r["dropped_groups"] <= 2 for r in result.log)
-            assert all(r.get("skipped_update") for r in result.log if r["dropped_groups"] == 2)
-
-
-KILL_CHILD = TRAIN_SETUP + """
-import sys, time
-from pathlib import Path
-chat, data, models = setup(sys.argv[1])
-marker = Path(sys.argv[3])
-def on_step(record):
-    marker.write_text(str(record["step"]))
-    time.sleep(30)  # the parent kills us here
-train_profiler(chat, data, METHODS["blue"], config(4), sys.argv[2], models, on_step=on_step)
-"""
 
 
 def test_killed_run_resumes_from_its_last_checkpoint_and_a_finished_run_is_not_retrained(tiny_chat_dir, tmp_path):
     ckpt, marker = tmp_path / "ckpt", tmp_path / "last_step"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(tiny_chat_dir), str(ckpt), str(marker)], cwd=ROOT,
+    child = subprocess.Popen([sys.executable, "-m", "tests.processes.killed_training", str(tiny_chat_dir), str(ckpt), str(marker)], cwd=ROOT,
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     while not (marker.exists() and marker.read_text() == "2"):
@@ -204,48 +162,22 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_a_finished_run_is_not_r
     child.wait()
     assert child.returncode == -signal.SIGKILL
 
-    chat, data, models = _ns["setup"](tiny_chat_dir)
+    chat, data, models = setup(tiny_chat_dir)
     logs = []
-    resumed = _ns["train_profiler"](chat, data, _ns["METHODS"]["blue"], _ns["config"](4), ckpt, models, log=logs.append)
+    resumed = train_profiler(chat, data, METHODS["blue"], config(4), ckpt, models, log=logs.append)
     assert resumed.resumed_from == 2 and resumed.trained_now == 2 and resumed.step == 4
     assert [r["step"] for r in resumed.log] == [1, 2, 3, 4]  # the killed run's log survives in the checkpoint
     assert any("resumed from checkpoint step 2" in line for line in logs)
 
-    chat, data, models = _ns["setup"](tiny_chat_dir)
-    again = _ns["train_profiler"](chat, data, _ns["METHODS"]["blue"], _ns["config"](4), ckpt, models, log=lambda _: None)
+    chat, data, models = setup(tiny_chat_dir)
+    again = train_profiler(chat, data, METHODS["blue"], config(4), ckpt, models, log=lambda _: None)
     assert again.trained_now == 0 and again.step == 4 and again.digest == resumed.digest
-
-
-SHARDED_STEP = """
-import json, sys
-import jax, numpy as np, optax
-from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
-from profilekit.llm.model import load_lm
-from resources.compute import ComputeResource
-path = sys.argv[1]
-rng = np.random.default_rng(0)
-prompt = rng.integers(3, 250, (2, 16)).astype(np.int32)
-valid = np.ones((2, 16), bool); valid[0, :5] = False
-completion = rng.integers(3, 250, (4, 8)).astype(np.int32)
-mask = np.ones((4, 8), bool); mask[1, 5:] = False
-adv = np.array([1.0, -1.0, 0.5, -0.5], np.float32)
-out = {"devices": len(jax.devices())}
-mesh = ComputeResource(platform="cpu", mesh_shape=[2, 1]).mesh()
-for name, m in (("single", None), ("mesh", mesh)):
-    lm = load_lm(path, mesh=m)
-    trainer = PolicyTrainer(lm.model, optax.adamw(1e-3), StepGeometry(samples=2, epsilon=0.2, beta=0.01, chunk=4))
-    out[name] = [trainer.step(prompt, valid, completion, mask, adv)["loss"] for _ in range(2)]
-    emb = trainer.params["embedder"]["input_embedding"].value
-    out[name + "_emb"] = np.asarray(emb).ravel()[:50].tolist()
-    out[name + "_devices"] = len(emb.sharding.device_set)
-print(json.dumps(out))
-"""
 
 
 def test_one_sharded_grpo_step_on_a_two_device_mesh_equals_the_unsharded_step():
     path = write_tiny_lm(TEST_DATA / "tiny-llama", "llama")
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", SHARDED_STEP, str(path)], capture_output=True, text=True, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "tests.processes.sharded_step", str(path)], capture_output=True, text=True, cwd=ROOT,
                           env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -254,23 +186,9 @@ def test_one_sharded_grpo_step_on_a_two_device_mesh_equals_the_unsharded_step():
     assert np.allclose(out["mesh_emb"], out["single_emb"], atol=1e-6)
 
 
-DISTRIBUTED = """
-import json, socket
-import jax
-from resources.compute import ComputeResource
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-mesh = ComputeResource(platform="cpu", mesh_shape=[2, 1], distributed=True, coordinator_address=f"127.0.0.1:{port}",
-                       num_processes=1, process_id=0).mesh()
-print(json.dumps({"processes": jax.process_count(), "mesh_devices": mesh.devices.size,
-                  "initialized": jax.distributed.is_initialized()}))
-"""
-
-
 def test_distributed_compute_initialises_multi_host_jax_before_building_the_mesh():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", DISTRIBUTED], capture_output=True, text=True, cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "tests.processes.distributed_mesh"], capture_output=True, text=True, cwd=ROOT, env=env,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])

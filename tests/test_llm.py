@@ -209,31 +209,10 @@ def test_generation_stops_at_eos(tiny_dir):
     assert stopped.stats["decode_steps"] <= cut + 1  # the loop ends once every row has emitted EOS
 
 
-MESH_SCRIPT = """
-import json, sys
-import jax
-from profilekit.llm.model import load_lm
-from profilekit.llm.sampler import Sampler, SamplingConfig
-from resources.compute import ComputeResource
-path = sys.argv[1]
-mesh = ComputeResource(platform="cpu", mesh_shape=[2, 1]).mesh()
-prompts = [[5, 17, 42, 9], [8, 8, 200, 1], [3, 4, 5, 6], [100, 101, 102, 103]]
-out = {"devices": len(jax.devices())}
-for name, m in (("single", None), ("mesh", mesh)):
-    lm = load_lm(path, mesh=m)
-    s = Sampler(lm, eos_ids=[], pad_id=0, mesh=m)
-    out[name] = [s.generate(prompts, SamplingConfig(max_new_tokens=10, temperature=t, seed=7)).tokens for t in (0.0, 1.0)]
-    if m is not None:
-        emb = lm.model.embedder.input_embedding.value
-        out["sharded_devices"] = len(emb.sharding.device_set)
-print(json.dumps(out))
-"""
-
-
 def test_two_device_mesh_gives_the_same_tokens(tiny_dir):
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
-        [sys.executable, "-c", MESH_SCRIPT, str(tiny_dir)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600
+        [sys.executable, "-m", "tests.processes.mesh_sampling", str(tiny_dir)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])

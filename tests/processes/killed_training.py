@@ -1,0 +1,27 @@
+"""Train BLUE for 4 steps on the tiny setup, writing each finished step to a marker file and then sleeping, so
+the test can kill the process after a given step.
+
+    python -m tests.processes.killed_training MODEL_DIR CHECKPOINT_DIR MARKER
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from profilekit.methods import METHODS
+from profilekit.training import train_profiler
+from tests.training_setup import config, setup
+
+
+def main(model_dir: str, checkpoint_dir: str, marker: str) -> None:
+    chat, data, models = setup(model_dir)
+
+    def on_step(record: dict) -> None:
+        Path(marker).write_text(str(record["step"]))
+        time.sleep(30)  # the parent kills us here
+
+    train_profiler(chat, data, METHODS["blue"], config(4), checkpoint_dir, models, on_step=on_step)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

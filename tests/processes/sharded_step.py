@@ -1,0 +1,41 @@
+"""Two GRPO steps of the tiny llama on one device and on a 2-device CPU mesh (run with
+XLA_FLAGS=--xla_force_host_platform_device_count=2); prints the losses and the first embedding values, as JSON.
+
+    python -m tests.processes.sharded_step MODEL_DIR
+"""
+
+import json
+import sys
+
+import jax
+import numpy as np
+import optax
+
+from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
+from profilekit.llm.model import load_lm
+from resources.compute import ComputeResource
+
+
+def main(path: str) -> None:
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(3, 250, (2, 16)).astype(np.int32)
+    valid = np.ones((2, 16), bool)
+    valid[0, :5] = False
+    completion = rng.integers(3, 250, (4, 8)).astype(np.int32)
+    mask = np.ones((4, 8), bool)
+    mask[1, 5:] = False
+    adv = np.array([1.0, -1.0, 0.5, -0.5], np.float32)
+    out = {"devices": len(jax.devices())}
+    mesh = ComputeResource(platform="cpu", mesh_shape=[2, 1]).mesh()
+    for name, m in (("single", None), ("mesh", mesh)):
+        lm = load_lm(path, mesh=m)
+        trainer = PolicyTrainer(lm.model, optax.adamw(1e-3), StepGeometry(samples=2, epsilon=0.2, beta=0.01, chunk=4))
+        out[name] = [trainer.step(prompt, valid, completion, mask, adv)["loss"] for _ in range(2)]
+        emb = trainer.params["embedder"]["input_embedding"].value
+        out[name + "_emb"] = np.asarray(emb).ravel()[:50].tolist()
+        out[name + "_devices"] = len(emb.sharding.device_set)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
