@@ -52,7 +52,7 @@ class GRPOConfig:
     seed: int = 0
     logprob_chunk: int = 32
     prompt_bucket: int = 16
-    compute_dtype: str = "float32"  # of the update; "bfloat16" computes in bf16 with f32 accumulation and masters
+    compute_dtype: str = "bfloat16"  # of the update: bf16 dots, f32 accumulation and masters; "float32" for exact f32
     remat: bool = True  # recompute each layer in the backward pass instead of keeping its activations
     completion_bucket: int = 16
 

@@ -199,6 +199,16 @@ def test_seeded_sampling_is_reproducible_and_seed_dependent(tiny_dir):
     assert other.tokens != first.tokens
 
 
+def test_samplers_of_separately_loaded_copies_share_compiled_programs(tiny_dir):
+    """A fresh copy of the same model (each trained checkpoint, each asset step) must not compile again."""
+    prompts, cfg = [[5, 17, 42]], SamplingConfig(max_new_tokens=6, temperature=0.0)
+    first, second = (Sampler(load_lm(tiny_dir), eos_ids=[], pad_id=0) for _ in range(2))
+    assert first._generate is second._generate
+    before = first._generate._cache_size()
+    assert first.generate(prompts, cfg).tokens == second.generate(prompts, cfg).tokens
+    assert first._generate._cache_size() == before + 1  # one program for both samplers
+
+
 def test_generation_stops_at_eos(tiny_dir):
     lm = load_lm(tiny_dir)
     greedy = SamplingConfig(max_new_tokens=8, temperature=0.0)

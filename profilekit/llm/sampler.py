@@ -164,6 +164,20 @@ def _generate(graphdef, state, tokens, valid, eos_ids, pad_id, key, *, max_new, 
     return out, step
 
 
+_COMPILED: dict = {}
+
+
+def _compiled_generate(graphdef):
+    """One jitted `_generate` per model structure, so every sampler of the same model (a fresh copy per trained
+    checkpoint, per asset step) reuses its compiled programs instead of compiling them again."""
+    try:
+        if graphdef not in _COMPILED:
+            _COMPILED[graphdef] = jax.jit(partial(_generate, graphdef), static_argnames=_STATIC)
+        return _COMPILED[graphdef]
+    except TypeError:  # some families' graph definitions are not hashable: one per sampler
+        return jax.jit(partial(_generate, graphdef), static_argnames=_STATIC)
+
+
 class Sampler:
     """Generates continuations for token-id prompts with a loaded tunix model, on its mesh if it has one."""
 
@@ -179,7 +193,7 @@ class Sampler:
         if rebuild:
             self.graphdef, self.state = nnx.split(self.lm.model)
             # Closed over rather than a static argument: some families' graph definitions are not hashable.
-            self._generate = jax.jit(partial(_generate, self.graphdef), static_argnames=_STATIC)
+            self._generate = _compiled_generate(self.graphdef)
         else:
             self.state = nnx.state(self.lm.model)
 
