@@ -14,7 +14,9 @@ DOMAIN = "amazon-fixture"
 
 
 def _tiny(tiny_chat_dir) -> dict:
-    return {"resources": {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}}}}
+    # A sampling seed no other test uses: the profiles are new to the session's generation cache, whatever ran first.
+    config = {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16, "seed": 424242}
+    return {"resources": {"profiler_llm": {"config": config}}}
 
 
 def test_key_figures_prefer_known_counts_and_append_the_headline():
