@@ -36,8 +36,10 @@ from assets.partitions import (
 from assets.profiles import trained_profiler
 from profilekit.embedder import Embedder
 from profilekit.evaluation import metrics_by_setting, score_with_embedders
+from profilekit.methods import METHODS
 from profilekit.plots import grouped_bars_png, loss_curve_png, markdown_image
 from profilekit.profiler import GenerationCache, generate_profiles
+from profilekit.prompts import PROFILE_PROMPTS
 from profilekit.protocol import eval_examples, scl_train_examples
 from profilekit.schemas import scl_example_scores_schema, scl_metrics_schema, scl_pairs_schema
 from profilekit.scl import HISTORY, scl_run_key, train_scl, training_pairs
@@ -93,8 +95,10 @@ def scl_training_pairs(
                               "materialize profiler_checkpoint first")
             chat, version = trained_profiler(checkpoint, profiler_base_weights, profiler_llm), checkpoint.version
         cache = GenerationCache(model_store.generation_cache, version)
-        profiles, generated_now = generate_profiles(chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache,
-                                                    f"{method} profiles for SCL pairs")
+        prompt = PROFILE_PROMPTS[METHODS[method].prompt] if method in METHODS else PROFILE_PROMPTS["profile"]
+        profiles, generated_now = generate_profiles(chat, examples, items, profiler_llm.history_budget_tokens,
+                                                    profiler_llm.sampling(), cache, f"{method} profiles for SCL pairs",
+                                                    prompt)
     pairs = training_pairs(examples, items, profiles, protocol.recent_k, method)
     empty = int((profiles["profile"].str.strip() == "").sum()) if profiles is not None else 0  # kept: 10H + nothing
     yield table_output(pairs, train_users=int(pairs["user_id"].nunique()), profiles_generated_now=generated_now,

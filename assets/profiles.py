@@ -10,8 +10,9 @@ from assets.automation import on_upstream_data_change
 from assets.partitions import from_domain, from_source_checkpoint, method_domain_partitions
 from profilekit.checkpoints import load_trained_policy
 from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
+from profilekit.methods import METHODS
 from profilekit.profiler import GenerationCache, generate_profiles
-from profilekit.prompts import PROMPT_VERSION
+from profilekit.prompts import PROFILE_PROMPTS, PROMPT_VERSION, ProfilePrompt
 from profilekit.protocol import eval_examples
 from profilekit.schemas import profiles_schema
 from profilekit.sources import dir_content_hash
@@ -34,12 +35,14 @@ def profiler_base_weights(profiler_llm: ProfilerLLMResource, model_store: ModelS
     return artifact_output(Artifact(weights, digest), content_hash=digest, files=len(list(weights.iterdir())))
 
 
-def _profile_table(context, chat, examples, items, profiler_llm, model_store, method: str, model_version: str):
+def _profile_table(context, chat, examples, items, profiler_llm, model_store, method: str, model_version: str,
+                   prompt: ProfilePrompt = PROFILE_PROMPTS["profile"]):
     """Profiles of `examples` at inference temperature, through the generation cache (only prompts that changed
     since an earlier run reach the model), with the table's metadata."""
     cache = GenerationCache(model_store.generation_cache, model_version)
     profiles, generated_now = generate_profiles(
-        chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache, f"{method} profiles"
+        chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache, f"{method} profiles",
+        prompt,
     )
     profiles = profiles.assign(method=method, model_version=model_version, prompt_version=PROMPT_VERSION)
     context.log.info(f"{len(profiles)} {method} profiles, {generated_now} generated now, the rest unchanged (cached)")
@@ -118,4 +121,5 @@ def generated_profiles(
     method = context.partition_key.keys_by_dimension["method"]
     chat = trained_profiler(profiler_checkpoint, profiler_base_weights, profiler_llm)
     examples = eval_examples(filtered_histories, protocol.get())
-    yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, profiler_checkpoint.version)
+    yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, profiler_checkpoint.version,
+                         PROFILE_PROMPTS[METHODS[method].prompt])

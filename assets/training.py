@@ -17,6 +17,7 @@ from assets.automation import on_method_config_change
 from assets.partitions import from_domain, from_method, method_domain_partitions, method_partitions
 from profilekit.methods import METHODS
 from profilekit.plots import markdown_image, reward_curve_png
+from profilekit.prompts import PROFILE_PROMPTS
 from profilekit.training import RewardModels, run_key, train_profiler, training_examples
 from profilekit.vectors import load_item_vectors
 from resources.artifacts import Artifact
@@ -61,7 +62,8 @@ def profiler_checkpoint(
     method, domain = METHODS[keys["method"]], keys["domain"]
     policy, config = profiler_llm.fresh_chat(profiler_base_weights), training.config(method.advantage)
     data = training_examples(filtered_histories, candidate_sets, items, policy.count_tokens,
-                             config.history_budget_tokens, protocol.recent_k, protocol.seed)
+                             config.history_budget_tokens, protocol.recent_k, protocol.seed,
+                             PROFILE_PROMPTS[method.prompt])
     emb = embedder.load() if "embedder" in method.needs else None
     vectors = load_item_vectors(item_embeddings.path, emb.version) if emb is not None else None
     judge = judge_llm.chat(profiler_base_weights) if "judge" in method.needs else None

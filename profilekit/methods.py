@@ -1,6 +1,6 @@
 """Trained profiler methods as data (METHOD §3, §5, Table 6): each is a set of weighted reward terms, registered
 by name with what they need (the policy itself, the frozen embedder with the domain's item vectors, the judge
-LLM), plus an advantage estimator. The trainer sums the weighted terms and logs every term (and its parts)
+LLM), plus an advantage estimator and the profile prompt (messages + parser) it asks with. The trainer sums the weighted terms and logs every term (and its parts)
 without knowing any method; an asset asks `method.needs` which models to load.
 
 Importing this module loads no JAX, so listing the method partitions stays cheap.
@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from profilekit.contexts import profile_views
-from profilekit.prompts import multiple_choice_messages, parse_choice, parse_score, profile_quality_messages
+from profilekit.prompts import (
+    PROFILE_PROMPTS,
+    multiple_choice_messages,
+    parse_choice,
+    parse_score,
+    profile_quality_messages,
+)
 from profilekit.rewards import (
     DIRECTIONS,
     VIEWS,
@@ -161,8 +167,11 @@ class Method:
     terms: tuple[Term, ...]
     advantage: str = "group"
     drop_constant_groups: bool = False
+    prompt: str = "profile"  # a key of profilekit.prompts.PROFILE_PROMPTS: the chat it asks with, how it reads the answer
 
     def __post_init__(self):
+        if self.prompt not in PROFILE_PROMPTS:
+            raise ValueError(f"method {self.name!r} names unknown prompt {self.prompt!r}; known: {sorted(PROFILE_PROMPTS)}")
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         if not self.terms:
@@ -190,6 +199,7 @@ class Method:
             "terms": [{"name": t.name, "weight": t.weight, "options": t.options} for t in self.terms],
             "advantage": self.advantage,
             "drop_constant_groups": self.drop_constant_groups,
+            "prompt": self.prompt,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -16,7 +16,7 @@ import pandas as pd
 from profilekit.llm.model import load_lm
 from profilekit.llm.sampler import Sampler, SamplingConfig
 from profilekit.progress import progress_bar
-from profilekit.prompts import profile_messages
+from profilekit.prompts import PROFILE_PROMPTS, ProfilePrompt
 from profilekit.sources import dir_content_hash
 from profilekit.text import example_history_lines, fit_lines_to_budget
 
@@ -129,11 +129,14 @@ def _generation_eos(weights_dir: Path) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos]) - {None}
 
 
-def profile_conversations(examples: pd.DataFrame, items: pd.DataFrame, count_tokens, history_budget: int) -> list[list[dict]]:
+def profile_conversations(
+    examples: pd.DataFrame, items: pd.DataFrame, count_tokens, history_budget: int,
+    prompt: ProfilePrompt = PROFILE_PROMPTS["profile"],
+) -> list[list[dict]]:
     """One profiler chat per example: the newest whole history lines that fit `history_budget` tokens."""
     titles = dict(zip(items["item_id"], items["title"]))
     return [
-        profile_messages(fit_lines_to_budget(example_history_lines(ex, titles), history_budget, count_tokens))
+        prompt.messages(fit_lines_to_budget(example_history_lines(ex, titles), history_budget, count_tokens))
         for ex in examples.itertuples(index=False)
     ]
 
@@ -146,16 +149,17 @@ def generate_profiles(
     config: SamplingConfig,
     cache: GenerationCache | None = None,
     progress: str | None = "profiles",
+    prompt: ProfilePrompt = PROFILE_PROMPTS["profile"],
 ) -> tuple[pd.DataFrame, int]:
-    """Zero-shot profiles for the given examples (one row each), and how many were generated now."""
-    conversations = profile_conversations(examples, items, chat.count_tokens, history_budget)
+    """Profiles of the given examples (one row each) with the method's prompt, and how many were generated now."""
+    conversations = profile_conversations(examples, items, chat.count_tokens, history_budget, prompt)
     out = chat.generate(conversations, config, cache, progress)
     frame = pd.DataFrame(
         {
             "domain": examples["domain"].to_numpy(),
             "user_id": examples["user_id"].to_numpy(),
             "cut": examples["cut"].to_numpy(),
-            "profile": out.texts,
+            "profile": [prompt.parse(t) for t in out.texts],
             "prompt_tokens": out.prompt_tokens,
             "profile_tokens": out.completion_tokens,
             "seconds": out.seconds,

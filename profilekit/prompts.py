@@ -6,7 +6,8 @@ Bump PROMPT_VERSION whenever a template changes: it is recorded with every gener
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 PROMPT_VERSION = "v1"
 
@@ -30,6 +31,18 @@ QUALITY_INSTRUCTION = (
 
 def profile_messages(history_lines: Sequence[str]) -> list[dict]:
     return [{"role": "user", "content": "History: " + ", ".join(history_lines) + "\n\n" + PROFILE_INSTRUCTION}]
+
+
+@dataclass(frozen=True)
+class ProfilePrompt:
+    """How a method asks for a profile (history lines -> chat messages) and reads its completion (-> profile)."""
+
+    messages: Callable[[Sequence[str]], list[dict]]
+    parse: Callable[[str], str]
+
+
+# The profile prompts a method can name (`Method.prompt`); the paper's methods all share the plain profile prompt.
+PROFILE_PROMPTS: dict[str, ProfilePrompt] = {"profile": ProfilePrompt(profile_messages, str.strip)}
 
 
 def options_block(options: Sequence[str]) -> str:

@@ -27,6 +27,7 @@ from profilekit.llm.sampler import SamplingConfig
 from profilekit.methods import Method, RewardInputs
 from profilekit.profiler import ChatLM, profile_conversations
 from profilekit.progress import progress_bar
+from profilekit.prompts import PROFILE_PROMPTS, ProfilePrompt
 from profilekit.qa import question_sets
 from profilekit.rewards import batch_advantages, constant_groups, group_advantages
 from profilekit.text import example_history_lines, recent_history_text
@@ -96,7 +97,7 @@ class TrainingExamples:
 
 def training_examples(
     histories: pd.DataFrame, candidates: pd.DataFrame, items: pd.DataFrame, count_tokens, history_budget: int,
-    recent_k: int, seed: int,
+    recent_k: int, seed: int, prompt: ProfilePrompt = PROFILE_PROMPTS["profile"],
 ) -> TrainingExamples:
     train = histories[histories["split"] == "train"].sort_values(["user_id", "cut"]).reset_index(drop=True)
     if train.empty:
@@ -106,7 +107,7 @@ def training_examples(
     titles = dict(zip(items["item_id"], items["title"]))
     questions = question_sets(train, cands, items, seed)
     return TrainingExamples(
-        messages=profile_conversations(train, items, count_tokens, history_budget),
+        messages=profile_conversations(train, items, count_tokens, history_budget, prompt),
         recent=[recent_history_text(example_history_lines(ex, titles), recent_k) for ex in train.itertuples(index=False)],
         target_ids=train["target_item_id"].tolist(),
         negative_ids=[grouped.loc[(u, c)][1:] for u, c in zip(train["user_id"], train["cut"])],
@@ -183,6 +184,7 @@ def train_profiler(
     order = np.random.default_rng(config.seed).permutation(len(data))
     sampling = SamplingConfig(config.max_new_tokens, config.temperature, 1.0, config.seed, config.prompt_bucket)
     advantage_fn = group_advantages if method.advantage == "group" else batch_advantages
+    parse = PROFILE_PROMPTS[method.prompt].parse
     bar = progress_bar(config.steps, f"GRPO {method.name}", "step")
     bar.update(min(start, config.steps))
     for step in range(start, config.steps):
@@ -191,7 +193,7 @@ def train_profiler(
         prompts = [policy.encode_chat(data.messages[i]) for i in batch]
         gen = policy.sampler.generate(prompts, replace(sampling, seed=config.seed * 1_000_003 + step), samples=config.rollouts)
         completions = [toks + ([stop] if stop is not None else []) for toks, stop in zip(gen.tokens, gen.stops)]
-        profiles = [policy.tokenizer.decode(t, skip_special_tokens=True).strip() for t in gen.tokens]
+        profiles = [parse(policy.tokenizer.decode(t, skip_special_tokens=True)) for t in gen.tokens]
         t_rollout = time.perf_counter() - t0
         inputs = RewardInputs(profiles, batch, config.rollouts, data, policy, models.embedder, models.item_vectors,
                               models.judge, GREEDY_ANSWER)

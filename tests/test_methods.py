@@ -62,3 +62,22 @@ def test_a_judge_term_uses_the_judge_not_the_policy():
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_registered_method_has_known_terms(name):
     assert all(t.name in REWARD_TERMS for t in METHODS[name].terms)
+
+
+def test_a_method_asks_with_a_registered_prompt_and_the_prompt_shapes_the_chat():
+    import json
+
+    import pandas as pd
+
+    from profilekit.profiler import profile_conversations
+    from profilekit.prompts import PROFILE_PROMPTS, ProfilePrompt
+
+    with pytest.raises(ValueError, match="unknown prompt 'duet'"):
+        Method("x", (Term("ndcg"),), prompt="duet")
+    assert {m.prompt for m in METHODS.values()} == {"profile"} and "profile" in PROFILE_PROMPTS
+    examples = pd.DataFrame([{"domain": "d", "user_id": "u", "cut": 0, "history_items": json.dumps(["a"]),
+                              "history_ratings": json.dumps([4.0])}])
+    items = pd.DataFrame({"item_id": ["a"], "title": ["Heat"]})
+    shouting = ProfilePrompt(lambda lines: [{"role": "user", "content": " ".join(lines).upper()}], str.strip)
+    chats = profile_conversations(examples, items, lambda xs: [1] * len(xs), 100, shouting)
+    assert chats == [[{"role": "user", "content": "[HEAT | 4]"}]]
