@@ -18,7 +18,8 @@ from assets.partitions import from_domain, from_method, method_domain_partitions
 from profilekit.methods import METHODS
 from profilekit.plots import markdown_image, reward_curve_png
 from profilekit.prompts import PROFILE_PROMPTS
-from profilekit.training import RewardModels, run_key, train_profiler, training_examples
+from profilekit.protocol import validation_split
+from profilekit.training import RewardModels, case_study, run_key, train_profiler, training_examples
 from profilekit.vectors import load_item_vectors
 from resources.artifacts import Artifact
 from resources.embedder import EmbedderResource
@@ -38,7 +39,7 @@ def method_configs() -> DataVersionsByPartition:
 @asset(
     partitions_def=method_domain_partitions,
     backfill_policy=ONE_PARTITION_PER_RUN,
-    code_version="2",
+    code_version="3",
     group_name="training",
     ins={
         **{name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "candidate_sets", "items")},
@@ -61,18 +62,24 @@ def profiler_checkpoint(
     keys = context.partition_key.keys_by_dimension
     method, domain = METHODS[keys["method"]], keys["domain"]
     policy, config = profiler_llm.fresh_chat(profiler_base_weights), training.config(method.advantage)
-    data = training_examples(filtered_histories, candidate_sets, items, policy.count_tokens,
-                             config.history_budget_tokens, protocol.recent_k, protocol.seed,
-                             PROFILE_PROMPTS[method.prompt])
-    emb = embedder.load() if "embedder" in method.needs else None
+    train_rows, validation_rows = validation_split(filtered_histories, config.validation_users)
+    data, validation = (
+        training_examples(rows, candidate_sets, items, policy.count_tokens, config.history_budget_tokens,
+                          protocol.recent_k, protocol.seed, PROFILE_PROMPTS[method.prompt])
+        if rows is train_rows or len(rows) else None
+        for rows in (train_rows, validation_rows)
+    )
+    # The validation curve ranks items with the frozen embedder whatever the method's reward needs.
+    emb = embedder.load() if "embedder" in method.needs or validation is not None else None
     vectors = load_item_vectors(item_embeddings.path, emb.version) if emb is not None else None
     judge = judge_llm.chat(profiler_base_weights) if "judge" in method.needs else None
     run = f"{domain}/{run_key(method, config, policy.version, frame_version(filtered_histories).value)}"
     run_dir = model_store.path("profiler_checkpoint", method.name, run)  # fetched when another machine trained it
     # Every step is committed as it is saved, so a run interrupted on one machine resumes on another.
     result = train_profiler(policy, data, method, config, run_dir, RewardModels(emb, vectors, judge),
-                            log=context.log.info, on_step=lambda _: model_store.commit(run_dir))
+                            log=context.log.info, on_step=lambda _: model_store.commit(run_dir), validation=validation)
     curve = pd.DataFrame(result.log)
+    validation_curve = pd.DataFrame([{k: v for k, v in r.items() if k != "case_study"} for r in result.validation])
     checkpoint = Artifact(run_dir, result.digest, {"run": run, "step": result.step, "base_version": policy.version})
     return artifact_output(
         checkpoint,
@@ -80,6 +87,10 @@ def profiler_checkpoint(
         resumed_from=result.resumed_from if result.resumed_from is not None else -1,
         train_examples=len(data), seconds=round(result.seconds, 1),
         final_reward_mean=float(curve["reward_mean"].iloc[-1]) if len(curve) else float("nan"),
-        reward_curve=MetadataValue.md(markdown_image(reward_curve_png(result.log, f"{method.name} on {domain}"), "reward curve")),
+        validation_users=len(validation) if validation is not None else 0,
+        reward_curve=MetadataValue.md(markdown_image(
+            reward_curve_png(result.log, f"{method.name} on {domain}", result.validation), "training dynamics")),
         log=MetadataValue.md(curve.round(4).to_markdown(index=False)),
+        validation_curve=MetadataValue.md(validation_curve.round(4).to_markdown(index=False)),
+        case_study=MetadataValue.md(case_study(result.validation).to_markdown(index=False)),
     )

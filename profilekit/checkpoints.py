@@ -15,7 +15,8 @@ from profilekit.profiler import ChatLM
 
 
 class CheckpointStore:
-    """orbax step checkpoints: policy parameters, optimizer state and the per-step log, the last two kept."""
+    """orbax step checkpoints: policy parameters, optimizer state and the run's log (any JSON value), the last two
+    kept."""
 
     def __init__(self, directory: Path | str, max_to_keep: int = 2):
         self.directory = Path(directory).resolve()
@@ -28,7 +29,7 @@ class CheckpointStore:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, params, opt_state, log: list[dict]) -> None:
+    def save(self, step: int, params, opt_state, log: list | dict) -> None:
         self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -44,7 +45,7 @@ class CheckpointStore:
         if opt_state is not None:
             items["opt_state"] = ocp.args.StandardRestore(opt_state)
         out = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return out["params"], out.get("opt_state") if opt_state is not None else None, list(out["log"])
+        return out["params"], out.get("opt_state") if opt_state is not None else None, out["log"]
 
     def close(self) -> None:
         self.manager.close()

@@ -115,6 +115,20 @@ def eval_examples(histories: pd.DataFrame, protocol: Protocol, limit: int | None
     return histories[(histories["split"] == "test") & histories["user_id"].isin(users)]
 
 
+def validation_split(histories: pd.DataFrame, n_users: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training, validation) train-split examples: the validation users are `n_users` train users (at most half
+    of them, so a small domain keeps users to train on) chosen by a stable hash of their own, independent of the
+    test split's, so they are never test users and never trained on; each gives one example, its last cut (cut 0)."""
+    train = histories[histories["split"] == "train"]
+    if train.empty or n_users <= 0:
+        return train, train.iloc[:0]
+    domain = str(train["domain"].iloc[0])
+    ranked = sorted(train["user_id"].unique(), key=lambda u: (stable_user_hash(f"validation\x1f{domain}", u), u))
+    n_users = min(n_users, len(ranked) // 2)
+    chosen = train["user_id"].isin(set(ranked[:n_users]))
+    return train[~chosen], train[chosen & (train["cut"] == 0)]
+
+
 def scl_train_examples(histories: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
     """The train-split examples SCL learns from: those of the first `max_scl_users` train users in stable-hash
     order (every train user when it is None). Test users never enter SCL training."""

@@ -21,10 +21,12 @@ import optax
 import pandas as pd
 
 from profilekit.checkpoints import CheckpointStore, params_digest
+from profilekit.contexts import profile_views
 from profilekit.embedder import Embedder
 from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
 from profilekit.llm.sampler import SamplingConfig
 from profilekit.methods import Method, RewardInputs
+from profilekit.metrics import ndcg_at_k, recall_at_k, target_ranks
 from profilekit.profiler import ChatLM, profile_conversations
 from profilekit.progress import progress_bar
 from profilekit.prompts import PROFILE_PROMPTS, ProfilePrompt
@@ -56,24 +58,36 @@ class GRPOConfig:
     compute_dtype: str = "bfloat16"  # of the update: bf16 dots, f32 accumulation and masters; "float32" for exact f32
     remat: bool = True  # recompute each layer in the backward pass instead of keeping its activations
     completion_bucket: int = 16
+    # The validation curve: these train users are held out of training and profiled (one sample each at
+    # `validation_temperature`) before the first step, every `validate_every` steps and after the last.
+    validation_users: int = 16
+    validate_every: int = 5
+    validation_temperature: float = 0.7
 
     def __post_init__(self):
         if self.advantage not in ("group", "batch"):
             raise ValueError(f"advantage must be 'group' (GRPO) or 'batch' (REINFORCE++), got {self.advantage!r}")
         if self.rollouts < 2 and self.advantage == "group":
             raise ValueError("GRPO needs at least 2 rollouts per user")
+        if self.validate_every < 1:
+            raise ValueError(f"validate_every must be >= 1, got {self.validate_every}")
 
 
 # The paper's budgets (METHOD §4), used by the gcp environment; "1 epoch" over the train users is `steps` there.
 PAPER_GRPO = GRPOConfig(
-    steps=100, users_per_step=64, rollouts=8, max_new_tokens=2048, history_budget_tokens=2048, learning_rate=1e-6
+    steps=100, users_per_step=64, rollouts=8, max_new_tokens=2048, history_budget_tokens=2048, learning_rate=1e-6,
+    validation_users=64, validate_every=10,
 )
+
+# How often and how warm validation samples change what is measured, not what is trained.
+_NOT_IN_RUN_KEY = ("steps", "validate_every", "validation_temperature")
 
 
 def run_key(method: Method, config: GRPOConfig, base_version: str, data_version: str) -> str:
     """Identifies a training run; `steps` is left out so raising it continues the same run from its checkpoint."""
     payload = json.dumps(
-        {"method": method.fingerprint(), "config": {**asdict(config), "steps": None}, "base": base_version,
+        {"method": method.fingerprint(), "config": {**asdict(config), **dict.fromkeys(_NOT_IN_RUN_KEY)},
+         "base": base_version,
          "data": data_version},
         sort_keys=True,
     )
@@ -90,6 +104,7 @@ class TrainingExamples:
     negative_ids: list[list[str]]
     options: list[list[str]]
     answers: list[int]
+    user_ids: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -113,6 +128,7 @@ def training_examples(
         negative_ids=[grouped.loc[(u, c)][1:] for u, c in zip(train["user_id"], train["cut"])],
         options=questions["options"].tolist(),
         answers=questions["answer_index"].astype(int).tolist(),
+        user_ids=train["user_id"].astype(str).tolist(),
     )
 
 
@@ -137,7 +153,53 @@ class TrainingResult:
     trained_now: int
     digest: str
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
+    validation: list[dict] = field(default_factory=list)
+
+
+CASE_STUDY_USERS = 3  # validation users whose profiles every validation record keeps
+
+
+def case_study(validation: list[dict]) -> pd.DataFrame:
+    """The case-study users' profiles at the first, middle and last validation (the paper's qualitative table)."""
+    if not validation:
+        return pd.DataFrame(columns=["user_id", "step", "profile"])
+    picks = sorted({0, len(validation) // 2, len(validation) - 1})
+    rows = [{"user_id": c["user_id"], "step": validation[i]["step"], "profile": c["profile"]}
+            for i in picks for c in validation[i]["case_study"]]
+    return pd.DataFrame(rows).sort_values(["user_id", "step"], kind="stable").reset_index(drop=True)
+
+
+def validate(
+    policy: ChatLM, data: TrainingExamples, method: Method, models: RewardModels, config: GRPOConfig, step: int,
+    k: int = 10,
+) -> dict:
+    """Score held-out users at `step`: one profile each at the validation temperature (the same seed every time,
+    so evaluations differ only by the weights), the method's own reward terms, and the downstream NDCG@k /
+    Recall@k of the target among the user's train candidates for the P and 10H+P views with the frozen embedder."""
+    t0 = time.perf_counter()
+    prompts = [policy.encode_chat(m) for m in data.messages]
+    sampling = SamplingConfig(config.max_new_tokens, config.validation_temperature, 1.0, config.seed + 7919,
+                              config.prompt_bucket)
+    gen = policy.sampler.generate(prompts, sampling)
+    parse = PROFILE_PROMPTS[method.prompt].parse
+    profiles = [parse(policy.tokenizer.decode(t, skip_special_tokens=True)) for t in gen.tokens]
+    batch = list(range(len(data)))
+    inputs = RewardInputs(profiles, batch, 1, data, policy, models.embedder, models.item_vectors, models.judge,
+                          GREEDY_ANSWER)
+    rewards, terms = method.rewards(inputs)
+    record = {"step": step, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
+              **{f"reward/{name}": value for name, value in terms.items()}}
+    candidates = inputs.items([[data.target_ids[i], *data.negative_ids[i]] for i in batch])  # target first
+    for view, texts in profile_views(data.recent, profiles).items():
+        users = models.embedder.encode(texts)
+        ranks = target_ranks(np.einsum("ncd,nd->nc", candidates, users))
+        record[f"{view}/ndcg{k}"] = float(ndcg_at_k(ranks, k).mean())
+        record[f"{view}/recall{k}"] = float(recall_at_k(ranks, k).mean())
+    record["completion_tokens_mean"] = float(np.mean([len(t) for t in gen.tokens]))
+    record["case_study"] = [{"user_id": u, "profile": p}
+                            for u, p in zip(data.user_ids[:CASE_STUDY_USERS], profiles[:CASE_STUDY_USERS])]
+    record["seconds"] = time.perf_counter() - t0
+    return record
 
 
 def _pad_batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int, config: GRPOConfig):
@@ -164,9 +226,14 @@ def train_profiler(
     models: RewardModels,
     log: Callable[[str], None] = print,
     on_step: Callable[[dict], None] | None = None,
+    validation: TrainingExamples | None = None,
 ) -> TrainingResult:
     """Train `policy` in place up to `config.steps` updates, resuming from the latest checkpoint in
-    `checkpoint_dir`; a run that already reached `config.steps` trains nothing."""
+    `checkpoint_dir`; a run that already reached `config.steps` trains nothing. With `validation` examples (which
+    needs `models.embedder` and the item vectors), the validation curve is scored before the first step, every
+    `config.validate_every` steps and after the last, and kept in the checkpoints with the step log."""
+    if validation is not None and (models.embedder is None or models.item_vectors is None):
+        raise ValueError("validation scores downstream NDCG with the frozen embedder: pass it and the item vectors")
     started = time.perf_counter()
     tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adamw(config.learning_rate))
     geometry = StepGeometry(config.rollouts, config.epsilon, config.beta, config.logprob_chunk, config.temperature,
@@ -174,9 +241,11 @@ def train_profiler(
     trainer = PolicyTrainer(policy.lm.model, tx, geometry)
     store = CheckpointStore(checkpoint_dir)
     history: list[dict] = []
+    curve: list[dict] = []
     resumed_from = store.latest_step()
     if resumed_from is not None:
-        trainer.params, trainer.opt_state, history = store.restore(resumed_from, trainer.params, trainer.opt_state)
+        trainer.params, trainer.opt_state, saved = store.restore(resumed_from, trainer.params, trainer.opt_state)
+        history, curve = saved["steps"], saved["validation"]
         trainer.write_into(policy.lm.model)
         policy.sampler.reload_weights()
         log(f"resumed from checkpoint step {resumed_from} in {checkpoint_dir}")
@@ -187,6 +256,14 @@ def train_profiler(
     parse = PROFILE_PROMPTS[method.prompt].parse
     bar = progress_bar(config.steps, f"GRPO {method.name}", "step")
     bar.update(min(start, config.steps))
+
+    def score_validation(step: int) -> None:
+        record = validate(policy, validation, method, models, config, step)
+        curve.append(record)
+        log(json.dumps({"validation": {k: round(v, 4) for k, v in record.items() if isinstance(v, float)} | {"step": step}}))
+
+    if validation is not None and start < config.steps and not any(r["step"] == start for r in curve):
+        score_validation(start)
     for step in range(start, config.steps):
         t0 = time.perf_counter()
         batch = [int(order[(step * config.users_per_step + j) % len(data)]) for j in range(config.users_per_step)]
@@ -222,8 +299,10 @@ def train_profiler(
             "seconds": time.perf_counter() - t0,
         }
         history.append(record)
+        if validation is not None and ((step + 1) % config.validate_every == 0 or step + 1 == config.steps):
+            score_validation(step + 1)
         if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
-            store.save(step + 1, trainer.params, trainer.opt_state, history)
+            store.save(step + 1, trainer.params, trainer.opt_state, {"steps": history, "validation": curve})
         log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
         bar.set_postfix(reward=f"{record['reward_mean']:.3f}", refresh=False)
         bar.update(1)
@@ -236,5 +315,5 @@ def train_profiler(
     store.close()
     return TrainingResult(
         log=history, step=final, resumed_from=resumed_from, trained_now=max(0, config.steps - start),
-        digest=params_digest(trainer.params), seconds=time.perf_counter() - started,
+        digest=params_digest(trainer.params), seconds=time.perf_counter() - started, validation=curve,
     )

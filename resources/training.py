@@ -29,6 +29,9 @@ class TrainingResource(ConfigurableResource):
     seed: int = _GRPO.seed
     compute_dtype: str = _GRPO.compute_dtype  # "float32" or "bfloat16" (bf16 dots, f32 accumulation and masters)
     remat: bool = _GRPO.remat  # recompute layer activations in the backward pass (less memory, one more forward)
+    validation_users: int = _GRPO.validation_users  # held-out train users of the validation curve; 0: none
+    validate_every: int = _GRPO.validate_every  # steps between validation evaluations (not part of the run's identity)
+    validation_temperature: float = _GRPO.validation_temperature
 
     @classmethod
     def of(cls, config: GRPOConfig, **overrides) -> TrainingResource:
