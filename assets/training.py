@@ -19,7 +19,14 @@ from profilekit.methods import METHODS
 from profilekit.plots import markdown_image, reward_curve_png
 from profilekit.prompts import PROFILE_PROMPTS
 from profilekit.protocol import validation_split
-from profilekit.training import RewardModels, case_study, run_key, train_profiler, training_examples
+from profilekit.training import (
+    RewardModels,
+    case_study,
+    run_key,
+    train_profiler,
+    training_examples,
+    validation_summary,
+)
 from profilekit.vectors import load_item_vectors
 from resources.artifacts import Artifact
 from resources.embedder import EmbedderResource
@@ -88,6 +95,7 @@ def profiler_checkpoint(
         train_examples=len(data), seconds=round(result.seconds, 1),
         final_reward_mean=float(curve["reward_mean"].iloc[-1]) if len(curve) else float("nan"),
         validation_users=len(validation) if validation is not None else 0,
+        **validation_summary(result.validation),
         reward_curve=MetadataValue.md(markdown_image(
             reward_curve_png(result.log, f"{method.name} on {domain}", result.validation), "training dynamics")),
         log=MetadataValue.md(curve.round(4).to_markdown(index=False)),

@@ -11,7 +11,7 @@ import time
 import uuid
 
 import duckdb
-from dagster import DagsterInstance, MultiPartitionKey
+from dagster import DagsterInstance, ExecuteInProcessResult, MultiPartitionKey
 
 from assets.partitions import source_domain
 from jobs.reporting import RunReporter
@@ -41,7 +41,7 @@ def run_job(
     run_config: dict,
     reporter: RunReporter,
     logs: dict = QUIET_LOGS,
-) -> bool:
+) -> ExecuteInProcessResult:
     """Execute one partition of a job in this process, reporting its steps as they start and end."""
     run_id = str(uuid.uuid4())
     reporter.watch(instance, run_id, f"{job_name} [{partition_key}]")
@@ -51,7 +51,7 @@ def run_job(
         run_config={**logs, **run_config},
     )
     reporter.run_finished(time.perf_counter() - started, result.success)
-    return result.success
+    return result
 
 
 def _seconds_since_make_started() -> float | None:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = VERBOSE_LOGS if args.verbose else QUIET_LOGS
     try:
         for job_name, key, run_config in plan:
-            if not run_job(job_name, key, instance, run_config, reporter, logs):
+            if not run_job(job_name, key, instance, run_config, reporter, logs).success:
                 return 1
         with duckdb.connect(warehouse_path(), read_only=True) as con:
             for table in ("rec_metrics", "qa_metrics"):

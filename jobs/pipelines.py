@@ -34,6 +34,18 @@ profiler_training_job = define_asset_job(
     description="Train a method on a domain (resumable) and write its profiles of that domain; backfill "
     "method x domain partitions from the UI.",
 )
+training_inputs_job = define_asset_job(
+    "training_inputs",
+    selection=AssetSelection.assets("profiler_checkpoint").upstream() - TRAINING - AssetSelection.assets("method_configs"),
+    partitions_def=domain_partitions,
+    description="What training a method on a domain reads (tables, item embeddings, base weights), without the "
+    "Base profiles and metrics of the default graph.",
+)
+checkpoint_training_job = define_asset_job(
+    "checkpoint_training", selection=AssetSelection.assets("profiler_checkpoint"),
+    partitions_def=method_domain_partitions,
+    description="Train (or continue) a method's checkpoint on a domain, without profiling; the recipe sweep's job.",
+)
 profiling_job = define_asset_job(
     "profiling", selection=AssetSelection.assets("generated_profiles"), partitions_def=method_domain_partitions,
     description="Profiles of a domain's test users with a method's checkpoint trained on the source domain.",

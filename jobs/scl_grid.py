@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     reporter = RunReporter(assets_by_step())
     try:
         for job_name, key, run_config in plan:
-            if not run_job(job_name, key, instance, run_config, reporter):
+            if not run_job(job_name, key, instance, run_config, reporter).success:
                 return 1
         with duckdb.connect(warehouse_path(), read_only=True) as con:
             rows = con.execute(

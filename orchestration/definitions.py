@@ -6,6 +6,7 @@ from dagster import Definitions, load_assets_from_modules
 
 from assets import adaptation, data, evaluation, profiles, training
 from jobs.pipelines import (
+    checkpoint_training_job,
     default_graph_job,
     domain_data_job,
     evaluation_job,
@@ -13,6 +14,7 @@ from jobs.pipelines import (
     profiling_job,
     scl_adaptation_job,
     scl_evaluation_job,
+    training_inputs_job,
 )
 from orchestration.resources import environment
 from orchestration.schedules import (
@@ -27,7 +29,7 @@ resources, executor = environment()
 defs = Definitions(
     assets=load_assets_from_modules([data, profiles, training, evaluation, adaptation]),
     jobs=[default_graph_job, domain_data_job, evaluation_job, profiler_training_job, profiling_job, scl_adaptation_job,
-          scl_evaluation_job, observe_raw_files, observe_method_configs],
+          scl_evaluation_job, training_inputs_job, checkpoint_training_job, observe_raw_files, observe_method_configs],
     schedules=[nightly_profile_refresh],
     sensors=[profile_automation],
     resources=resources,

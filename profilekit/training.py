@@ -169,6 +169,23 @@ def case_study(validation: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["user_id", "step"], kind="stable").reset_index(drop=True)
 
 
+def validation_summary(validation: list[dict]) -> dict[str, float]:
+    """First and last validation reward, their difference and the step-0 spread across users (is the gain more
+    than noise?), and the downstream NDCG@10 of both views at the first and last validation."""
+    if not validation:
+        return {}
+    first, last = validation[0], validation[-1]
+    out = {
+        "validation_reward_first": first["reward_mean"], "validation_reward_last": last["reward_mean"],
+        "validation_reward_gain": last["reward_mean"] - first["reward_mean"],
+        "validation_reward_spread": first["reward_std"],
+    }
+    for view, name in (("P", "P"), ("10H+P", "10HP")):
+        out[f"validation_ndcg10_{name}_first"] = first[f"{view}/ndcg10"]
+        out[f"validation_ndcg10_{name}_last"] = last[f"{view}/ndcg10"]
+    return out
+
+
 def validate(
     policy: ChatLM, data: TrainingExamples, method: Method, models: RewardModels, config: GRPOConfig, step: int,
     k: int = 10,

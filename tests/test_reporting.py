@@ -37,7 +37,7 @@ def test_domain_data_run_prints_each_step_with_its_figures_a_profile_bar_and_the
     steps = assets_by_step()
     reporter = RunReporter(steps)
     with DagsterInstance.ephemeral() as instance:
-        assert run_job("domain_data", DOMAIN, instance, _tiny(tiny_chat_dir), reporter)
+        assert run_job("domain_data", DOMAIN, instance, _tiny(tiny_chat_dir), reporter).success
         job_assets = {k.to_user_string() for k in defs.resolve_job_def("domain_data").asset_layer.executable_asset_keys}
         metadata = {}
         for name in job_assets:
@@ -78,7 +78,7 @@ def test_domain_data_run_prints_each_step_with_its_figures_a_profile_bar_and_the
 def test_a_failed_step_is_reported_with_its_error_and_the_summary_still_comes(tiny_chat_dir, capsys):
     reporter = RunReporter(assets_by_step())
     with DagsterInstance.ephemeral() as instance:
-        assert not run_job("domain_data", "broken-fixture", instance, _tiny(tiny_chat_dir), reporter)
+        assert not run_job("domain_data", "broken-fixture", instance, _tiny(tiny_chat_dir), reporter).success
     out = capsys.readouterr().out
     failed = [line for line in out.splitlines() if "  FAILED interactions, items after " in line]
     assert len(failed) == 1 and "Books.jsonl: no valid line" in failed[0], out
