@@ -11,7 +11,7 @@ import pytest
 from profilekit.methods import Method, Term, reward_term
 from profilekit.profiler import ChatLM
 from profilekit.protocol import validation_split
-from profilekit.training import GRPOConfig, TrainingExamples, case_study, train_profiler
+from profilekit.training import GRPOConfig, TrainingExamples, case_study, train_profiler, validation_summary
 from tests.training_setup import setup
 
 
@@ -93,3 +93,39 @@ def test_validation_users_are_train_users_held_out_by_a_stable_hash():
     again = validation_split(histories.sample(frac=1.0, random_state=3), 8)[1]
     assert set(again["user_id"]) == set(held_out["user_id"])  # row order does not matter
     assert validation_split(histories, 100)[1]["user_id"].nunique() == 35 // 2  # a small domain keeps half to train on
+
+
+def _record(step: int, reward: float, spread: float, users=("a", "b", "c")) -> dict:
+    return {"step": step, "reward_mean": reward, "reward_std": spread, "P/ndcg10": reward / 10,
+            "10H+P/ndcg10": reward / 5, "case_study": [{"user_id": u, "profile": f"{u} at {step}"} for u in users]}
+
+
+@pytest.mark.fast
+def test_validation_summary_and_case_study_pick_first_middle_and_last():
+    curve = [_record(0, 0.2, 0.05), _record(4, 0.3, 0.04), _record(8, 0.35, 0.04), _record(12, 0.5, 0.03)]
+    summary = validation_summary(curve)
+    assert summary["validation_reward_gain"] == pytest.approx(0.3)
+    assert summary["validation_reward_spread"] == 0.05  # the step-0 spread, the noise a gain must clear
+    assert summary["validation_ndcg10_10HP_first"] == pytest.approx(0.04)
+    assert summary["validation_ndcg10_P_last"] == pytest.approx(0.05)
+    study = case_study(curve)
+    assert study["step"].tolist() == [0, 8, 12] * 3 and study["user_id"].tolist()[:3] == ["a"] * 3
+    assert study["profile"].iloc[1] == "a at 8"
+    assert validation_summary([]) == {} and case_study([]).empty
+
+
+@pytest.mark.fast
+def test_recipe_grid_is_typed_by_the_training_resource_and_ranked_by_gain_per_cpu_hour():
+    from jobs.recipe_sweep import parse_grid, rank_recipes
+
+    grid = parse_grid(["learning_rate=1e-5,1e-4", "rollouts=4,8"])
+    assert len(grid) == 4 and grid[3] == {"learning_rate": 1e-4, "rollouts": 8}
+    assert isinstance(grid[0]["rollouts"], int) and parse_grid([]) == [{}]
+    with pytest.raises(SystemExit, match="training resource field"):
+        parse_grid(["learning_rat=1e-5"])
+    table = rank_recipes([
+        {"learning_rate": 1e-5, "validation_reward_gain": 0.02, "validation_reward_spread": 0.1, "seconds": 360.0},
+        {"learning_rate": 1e-4, "validation_reward_gain": 0.03, "validation_reward_spread": 0.1, "seconds": 1800.0},
+    ])
+    assert table["learning_rate"].tolist() == [1e-5, 1e-4]  # 0.2 per hour beats 0.06 per hour
+    assert table["gain_per_cpu_hour"].iloc[0] == pytest.approx(0.2)
