@@ -16,7 +16,7 @@ import pandas as pd
 from profilekit.llm.model import load_lm
 from profilekit.llm.sampler import Sampler, SamplingConfig
 from profilekit.progress import progress_bar
-from profilekit.prompts import PROFILE_PROMPTS, ProfilePrompt
+from profilekit.prompts import PROFILE_PROMPTS, ItemEvidence, ProfilePrompt
 from profilekit.sources import dir_content_hash
 from profilekit.text import example_history_lines, fit_lines_to_budget
 
@@ -131,13 +131,16 @@ def _generation_eos(weights_dir: Path) -> set[int]:
 
 def profile_conversations(
     examples: pd.DataFrame, items: pd.DataFrame, count_tokens, history_budget: int,
-    prompt: ProfilePrompt = PROFILE_PROMPTS["profile"],
+    prompt: ProfilePrompt = PROFILE_PROMPTS["profile"], evidence: list[ItemEvidence] | None = None,
 ) -> list[list[dict]]:
-    """One profiler chat per example: the newest whole history lines that fit `history_budget` tokens."""
+    """One profiler chat per example: the newest whole history lines that fit `history_budget` tokens. An
+    item-aware prompt gets the example's target item `evidence` when given (training) and a blank item block
+    otherwise (every target-agnostic use: generated profiles for N@10, multiple choice, SCL)."""
     titles = dict(zip(items["item_id"], items["title"]))
     return [
-        prompt.messages(fit_lines_to_budget(example_history_lines(ex, titles), history_budget, count_tokens))
-        for ex in examples.itertuples(index=False)
+        prompt.chat(fit_lines_to_budget(example_history_lines(ex, titles), history_budget, count_tokens),
+                    evidence[k] if evidence is not None else None)
+        for k, ex in enumerate(examples.itertuples(index=False))
     ]
 
 
