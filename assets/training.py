@@ -1,5 +1,7 @@
 """Method configurations and GRPO-trained profiler checkpoints (METHOD §3-5), partitioned by method x domain."""
 
+from dataclasses import replace
+
 import pandas as pd
 from dagster import (
     AssetDep,
@@ -38,10 +40,11 @@ def method_configs() -> DataVersionsByPartition:
 @asset(
     partitions_def=method_domain_partitions,
     backfill_policy=ONE_PARTITION_PER_RUN,
-    code_version="2",
+    code_version="3",
     group_name="training",
     ins={
-        **{name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "candidate_sets", "items")},
+        **{name: AssetIn(partition_mapping=from_domain)
+           for name in ("filtered_histories", "candidate_sets", "items", "interactions")},
         "item_embeddings": AssetIn(partition_mapping=from_domain),
         "profiler_base_weights": AssetIn(),
     },
@@ -52,18 +55,23 @@ def method_configs() -> DataVersionsByPartition:
 )
 def profiler_checkpoint(
     context: AssetExecutionContext, filtered_histories: pd.DataFrame, candidate_sets: pd.DataFrame, items: pd.DataFrame,
-    item_embeddings: Artifact, profiler_base_weights: Artifact,
+    interactions: pd.DataFrame, item_embeddings: Artifact, profiler_base_weights: Artifact,
     profiler_llm: ProfilerLLMResource, judge_llm: JudgeLLMResource, embedder: EmbedderResource,
     model_store: ModelStore, protocol: ProtocolResource, training: TrainingResource,
 ):
     """GRPO training of the profiler on the domain's train users with the method's reward; orbax step
-    checkpoints, resumed after an interruption; a run that already reached `steps` is not retrained."""
+    checkpoints, resumed after an interruption; a run that already reached `steps` is not retrained. A zero-shot
+    ablation (DUET's "+Self-Prompt") trains no step: its checkpoint stands for the base weights."""
     keys = context.partition_key.keys_by_dimension
     method, domain = METHODS[keys["method"]], keys["domain"]
     policy, config = profiler_llm.fresh_chat(profiler_base_weights), training.config(method.advantage)
+    if method.zero_shot:
+        config = replace(config, steps=0)
+    if method.min_new_tokens is not None:
+        config = replace(config, max_new_tokens=max(config.max_new_tokens, method.min_new_tokens))
     data = training_examples(filtered_histories, candidate_sets, items, policy.count_tokens,
                              config.history_budget_tokens, protocol.recent_k, protocol.seed,
-                             PROFILE_PROMPTS[method.prompt])
+                             PROFILE_PROMPTS[method.prompt], interactions)
     emb = embedder.load() if "embedder" in method.needs else None
     vectors = load_item_vectors(item_embeddings.path, emb.version) if emb is not None else None
     judge = judge_llm.chat(profiler_base_weights) if "judge" in method.needs else None

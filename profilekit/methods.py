@@ -233,6 +233,9 @@ class Method:
     drop_constant_groups: bool = False
     prompt: str = "profile"  # a key of profilekit.prompts.PROFILE_PROMPTS: the chat it asks with, how it reads the answer
     zero_shot: bool = False  # an untrained ablation row (DUET's "+Self-Prompt"): its prompt on the base weights
+    # The fewest new tokens its completions need (DUET's two blocks of three tags: 192 on CPU, choice A5 #12);
+    # raises the trainer's and the profile generation's budget, never lowers it.
+    min_new_tokens: int | None = None
 
     def __post_init__(self):
         if self.prompt not in PROFILE_PROMPTS:
@@ -266,8 +269,11 @@ class Method:
             "drop_constant_groups": self.drop_constant_groups,
             "prompt": self.prompt,
         }
-        if self.zero_shot:  # only when set, so the fingerprints (and run keys) of trained methods stay as they were
+        # Only when set, so the fingerprints (and run keys) of the methods without them stay as they were.
+        if self.zero_shot:
             payload["zero_shot"] = True
+        if self.min_new_tokens is not None:
+            payload["min_new_tokens"] = self.min_new_tokens
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -284,7 +290,7 @@ def _duet(name: str, zero_shot: bool = False, **options) -> Method:
     """DUET (DUET_BUMP A): the joint user+item prompt, rewarded by the judge's rating error; every (choice) an
     option of the term (defaults: strict parser, penalty -1, any number within the scale, judge without 10H)."""
     return Method(name, (Term("duet_rating", options={"parser": "strict", "penalty": -1.0, **options}),),
-                  prompt="duet", zero_shot=zero_shot)
+                  prompt="duet", zero_shot=zero_shot, min_new_tokens=192)
 
 
 def _bump_method(name: str, term: str = "bump", **options) -> Method:
