@@ -61,12 +61,18 @@ def profiler_checkpoint(
 ):
     """GRPO training of the profiler on the domain's train users with the method's reward; orbax step
     checkpoints, resumed after an interruption; a run that already reached `steps` is not retrained. A zero-shot
-    ablation (DUET's "+Self-Prompt") trains no step: its checkpoint stands for the base weights."""
+    ablation (DUET's "+Self-Prompt") trains nothing: its checkpoint is an empty directory that stands for the base
+    weights (version: their content hash; `generated_profiles` loads no checkpoint for step 0)."""
     keys = context.partition_key.keys_by_dimension
     method, domain = METHODS[keys["method"]], keys["domain"]
-    policy, config = profiler_llm.fresh_chat(profiler_base_weights), training.config(method.advantage)
     if method.zero_shot:
-        config = replace(config, steps=0)
+        base = profiler_llm.chat(profiler_base_weights)
+        run_dir = model_store.path("profiler_checkpoint", method.name, f"{domain}/zero-shot")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return artifact_output(Artifact(run_dir, base.version, {"run": f"{domain}/zero-shot", "step": 0,
+                                                                "base_version": base.version}),
+                               step=0, trained_now=0, resumed_from=-1, train_examples=0)
+    policy, config = profiler_llm.fresh_chat(profiler_base_weights), training.config(method.advantage)
     if method.min_new_tokens is not None:
         config = replace(config, max_new_tokens=max(config.max_new_tokens, method.min_new_tokens))
     data = training_examples(filtered_histories, candidate_sets, items, policy.count_tokens,

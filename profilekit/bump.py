@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from profilekit.metrics import target_ranks
-from profilekit.prompts import bump_backward_messages, bump_forward_messages, parse_ranking
+from profilekit.prompts import bump_backward_messages, bump_forward_messages, bump_pointwise_messages, parse_ranking
 
 DIRECTIONS = ("forward", "backward")
 COMBINE = ("sum", "mean")
@@ -86,6 +86,27 @@ class ListwiseJudge:
         return np.array(ranks), np.array([not o for o in orders])
 
 
+def _ranks_by_scores(scores: Sequence[np.ndarray], positives: Sequence[int]) -> np.ndarray:
+    """Rank of each list's positive by descending score, ties counted against it (`target_ranks`)."""
+    return np.array([int(target_ranks(np.concatenate([s[p:p + 1], np.delete(s, p)])[None])[0])
+                     for s, p in zip(scores, positives)])
+
+
+@dataclass
+class PointwiseJudge:
+    """Labelled deviation (`judge="pointwise"`): the judge's log-odds of "Yes" for each (query, candidate) pair,
+    one prefill each; ties rank the positive below the tied negatives."""
+
+    chat: object
+
+    def __call__(self, direction, queries, pools, positives):
+        logodds = self.chat.yes_no_logodds([bump_pointwise_messages(direction, q, c) for q, cands in zip(queries, pools)
+                                            for c in cands])
+        bounds = np.cumsum([0, *map(len, pools)])
+        scores = [logodds[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return _ranks_by_scores(scores, positives), np.zeros(len(queries), bool)
+
+
 @dataclass
 class EmbedderJudge:
     """Labelled deviation (`bump_embedder`): cosine of the frozen embedder's vectors, ties against the positive."""
@@ -94,12 +115,11 @@ class EmbedderJudge:
 
     def __call__(self, direction, queries, pools, positives):
         vectors = self.embedder.encode(list(queries) + [t for c in pools for t in c])
-        ranks, at = [], len(queries)
-        for i, (cands, pos) in enumerate(zip(pools, positives)):
-            scores = vectors[at: at + len(cands)] @ vectors[i]
+        scores, at = [], len(queries)
+        for i, cands in enumerate(pools):
+            scores.append(vectors[at: at + len(cands)] @ vectors[i])
             at += len(cands)
-            ranks.append(int(target_ranks(np.concatenate([scores[pos:pos + 1], np.delete(scores, pos)])[None])[0]))
-        return np.array(ranks), np.zeros(len(queries), bool)
+        return _ranks_by_scores(scores, positives), np.zeros(len(queries), bool)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from profilekit.bump import BumpConfig, EmbedderJudge, ListwiseJudge, Ranker, bump_rewards
+from profilekit.bump import BumpConfig, EmbedderJudge, ListwiseJudge, PointwiseJudge, Ranker, bump_rewards
 from profilekit.contexts import profile_views
 from profilekit.duet import RatingScale, duet_reward
 from profilekit.prompts import (
@@ -193,11 +193,18 @@ def _bump(inputs: RewardInputs, ranker: Ranker, options: dict) -> TermResult:
                         inputs.seed, inputs.step)
 
 
+BUMP_JUDGES = ("listwise", "pointwise")
+
+
 @reward_term("bump", needs=("judge",))
-def _bump_listwise(inputs: RewardInputs, max_new_tokens: int = 32, **options) -> TermResult:
-    """BUMP with the listwise judge: forward and backward in-batch NDCG over M_perm shuffles minus R_len."""
-    judge = ListwiseJudge(inputs.judge, replace(inputs.answer_sampling, max_new_tokens=max_new_tokens))
-    return _bump(inputs, judge, options)
+def _bump_llm_judge(inputs: RewardInputs, judge: str = "listwise", max_new_tokens: int = 32, **options) -> TermResult:
+    """BUMP with the judge LLM: forward and backward in-batch NDCG over M_perm shuffles minus R_len. `listwise`
+    (the paper's) ranks the whole list in one answer; `pointwise` (a labelled deviation) scores each pair."""
+    if judge not in BUMP_JUDGES:
+        raise ValueError(f"BUMP's LLM judge must be one of {BUMP_JUDGES}, got {judge!r}")
+    ranker = (ListwiseJudge(inputs.judge, replace(inputs.answer_sampling, max_new_tokens=max_new_tokens))
+              if judge == "listwise" else PointwiseJudge(inputs.judge))
+    return _bump(inputs, ranker, options)
 
 
 @reward_term("bump_embedder", needs=("embedder",))
@@ -323,6 +330,7 @@ METHODS: dict[str, Method] = {
         _bump_method("bump-backward", w_fwd=0.0),
         _bump_method("bump-no-length-penalty", length_weight=0.0),
         _bump_method("bump-m1", m_perm=1),
+        _bump_method("bump-pointwise", judge="pointwise"),
         _bump_method("bump-embedder", term="bump_embedder"),
     ]
 }

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from profilekit.llm.grpo_step import completion_logps
 from profilekit.llm.model import load_lm
 from profilekit.llm.sampler import Sampler, SamplingConfig
 from profilekit.progress import progress_bar
@@ -119,6 +120,26 @@ class ChatLM:
         if cache is not None:
             cache.add({keys[i]: {"text": texts[i], "tokens": completion[i], "seconds": seconds[i]} for i in order})
         return GeneratedTexts(texts, [len(p) for p in prompts], completion, seconds, generated_now=len(order))
+
+
+    def yes_no_logodds(self, conversations: list[list[dict]], yes: str = "Yes", no: str = "No",
+                       bucket: int = 16) -> np.ndarray:
+        """log p(yes) - log p(no) of the first answer token of each conversation: one prefill per conversation,
+        shared by the two one-token continuations (BUMP's pointwise judge)."""
+        pair = [self.tokenizer.encode(word, add_special_tokens=False)[0] for word in (yes, no)]
+        prompts = [self.encode_chat(m) for m in conversations]
+        pad = self.sampler.pad_id
+        out = np.zeros(len(prompts))
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = prompts[start: start + self.batch_size]
+            width = -(-max(map(len, chunk)) // bucket) * bucket
+            tokens, valid = np.full((len(chunk), width), pad, np.int32), np.zeros((len(chunk), width), bool)
+            for i, ids in enumerate(chunk):
+                tokens[i, width - len(ids):], valid[i, width - len(ids):] = ids, True
+            answers = np.tile(np.asarray(pair, np.int32), len(chunk))[:, None]
+            logps = np.asarray(completion_logps(self.lm.model, tokens, valid, answers, samples=2, remat=False))
+            out[start: start + len(chunk)] = logps.reshape(len(chunk), 2) @ np.array([1.0, -1.0])
+        return out
 
 
 def _generation_eos(weights_dir: Path) -> set[int]:

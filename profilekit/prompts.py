@@ -222,6 +222,19 @@ def bump_backward_messages(interaction: str, profiles: Sequence[str]) -> list[di
     return [{"role": "user", "content": f"Interaction: {interaction}\n\n{_numbered(profiles)}\n\n{BUMP_BACKWARD_INSTRUCTION}\nRanking:"}]
 
 
+BUMP_POINTWISE_INSTRUCTION = {
+    "forward": "Did this user make this interaction? Answer Yes or No.",
+    "backward": "Was this interaction made by the user described? Answer Yes or No.",
+}
+
+
+def bump_pointwise_messages(direction: str, query: str, candidate: str) -> list[dict]:
+    """BUMP's pointwise judge (a labelled deviation): one (query, candidate) pair, answered Yes or No."""
+    user, interaction = (query, candidate) if direction == "forward" else (candidate, query)
+    return [{"role": "user", "content": f"User: {user}\nInteraction: {interaction}\n\n"
+                                        f"{BUMP_POINTWISE_INSTRUCTION[direction]}\nAnswer:"}]
+
+
 _LABEL = re.compile(r"\d+")
 
 

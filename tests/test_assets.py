@@ -237,3 +237,15 @@ def test_real_ml100k_slice(instance):
     assert counts.set_index("split")["n"].to_dict() == {"test": 100 * n_test, "train": 129 * (943 - n_test)}
     # other partitions are untouched by this run
     assert set(_query(f"SELECT DISTINCT domain FROM {WAREHOUSE_SCHEMA}.rec_metrics")["domain"]) <= {"ml-100k", "amazon-fixture"}
+
+
+def test_duet_zero_shot_is_a_partition_whose_profiles_come_from_the_base_weights(instance, built_domain, tiny_chat_dir):
+    key = MultiPartitionKey({"method": "duet-zero-shot", "domain": "amazon-fixture"})
+    job = defs.resolve_job_def("profiler_training")
+    assert job.execute_in_process(partition_key=key, instance=instance, run_config={"resources": _tiny(tiny_chat_dir)}).success
+    meta, version = _metadata(instance, "profiler_checkpoint", key)
+    assert meta["step"].value == 0 and meta["trained_now"].value == 0 and version == dir_content_hash(tiny_chat_dir)
+    profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.generated_profiles WHERE domain = ? AND method = ?",
+                      "amazon-fixture", "duet-zero-shot")
+    assert len(profiles) == 6 and set(profiles["model_version"]) == {version}
+    assert (profiles["profile_tokens"] > 16).any()  # DUET's completion budget (192) overrides the resource's 16

@@ -309,3 +309,32 @@ def test_duet_and_bump_and_their_ablations_are_method_partitions():
     options = {name: METHODS[name].terms[0].options for name in METHODS if name.startswith("bump")}
     assert options["bump-forward"]["w_bwd"] == 0.0 and options["bump-backward"]["w_fwd"] == 0.0
     assert options["bump-no-length-penalty"]["length_weight"] == 0.0 and options["bump"]["m_perm"] == 2
+
+
+def test_pointwise_and_embedder_judges_rank_by_score_with_ties_against_the_positive():
+    from profilekit.bump import EmbedderJudge, PointwiseJudge
+
+    class LogOdds:
+        def __init__(self):
+            self.seen = []
+
+        def yes_no_logodds(self, conversations):
+            self.seen.extend(conversations)
+            return np.array([float(re.search(r"score(\d)", c[0]["content"]).group(1)) for c in conversations])
+
+    chat = LogOdds()
+    ranks, unparsed = PointwiseJudge(chat)("forward", ["q1", "q2"], [["score5", "score7", "score1"], ["score3", "score3"]],
+                                           [0, 1])
+    assert ranks.tolist() == [2, 2] and not unparsed.any()  # q2: the positive ties a negative and loses the tie
+    assert len(chat.seen) == 5 and "User: q1\nInteraction: score5" in chat.seen[0][0]["content"]
+    backward = PointwiseJudge(LogOdds())
+    backward("backward", ["score0"], [["score2"]], [0])
+    assert "User: score2\nInteraction: score0" in backward.chat.seen[0][0]["content"]
+
+    class Vectors:
+        def encode(self, texts):
+            table = {"q": [1.0, 0.0], "same": [1.0, 0.0], "near": [0.8, 0.6], "far": [0.0, 1.0]}
+            return np.array([table[t] for t in texts])
+
+    ranks, _ = EmbedderJudge(Vectors())("forward", ["q", "q"], [["near", "same", "far"], ["same", "same"]], [0, 0])
+    assert ranks.tolist() == [2, 2]

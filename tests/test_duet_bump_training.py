@@ -58,6 +58,7 @@ EXPECTED = {
     "bump": {"reward/bump", "reward/bump/fwd", "reward/bump/bwd", "reward/bump/len_penalty",
              "reward/bump/penalised_frac", "reward/bump/judge_unparsed", "reward/bump/K", "reward/bump/chance"},
     "bump-forward": {"reward/bump/fwd"},
+    "bump-pointwise": {"reward/bump/fwd", "reward/bump/bwd"},
 }
 
 
@@ -83,3 +84,15 @@ def test_duet_and_bump_train_through_the_one_loop(tiny_chat_dir, tmp_path, name)
         assert record["reward/duet_rating/format_fail"] == 1.0 and record["reward_mean"] == -1.0
     changed = not np.array_equal(before, np.asarray(chat.lm.model.embedder.input_embedding.value))
     assert changed == any(not r.get("skipped_update") for r in result.log)
+
+
+def test_pointwise_log_odds_do_not_depend_on_the_batch(tiny_chat_dir):
+    """One prefill per conversation, padded in a batch: each conversation's log-odds equal those it gets alone."""
+    from profilekit.prompts import bump_pointwise_messages
+
+    chat = ChatLM(tiny_chat_dir, batch_size=3)
+    conversations = [bump_pointwise_messages("forward", f"likes film {k}" * (k + 1), f"[Film {k} | 4]") for k in range(4)]
+    batched = chat.yes_no_logodds(conversations)
+    alone = np.array([chat.yes_no_logodds([c])[0] for c in conversations])
+    assert batched.shape == (4,) and np.isfinite(batched).all() and len(set(np.round(batched, 6))) > 1
+    assert np.allclose(batched, alone, atol=1e-4)
