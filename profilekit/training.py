@@ -216,7 +216,7 @@ def train_profiler(
         profiles = [parse(t) for t in texts]
         t_rollout = time.perf_counter() - t0
         inputs = RewardInputs(profiles, batch, config.rollouts, data, policy, models.embedder, models.item_vectors,
-                              models.judge, GREEDY_ANSWER, texts, [len(c) for c in completions], step, config.seed)
+                              models.judge, GREEDY_ANSWER, texts, [len(t) for t in gen.tokens], step, config.seed)
         rewards, terms = method.rewards(inputs)
         advantages = advantage_fn(rewards)
         dropped = constant_groups(rewards) if method.drop_constant_groups else np.zeros(len(batch), bool)
