@@ -295,15 +295,19 @@ def _blue(name: str, text: bool = True, emb: bool = True, advantage: str = "grou
 
 def _duet(name: str, zero_shot: bool = False, **options) -> Method:
     """DUET (DUET_BUMP A): the joint user+item prompt, rewarded by the judge's rating error; every (choice) an
-    option of the term (defaults: strict parser, penalty -1, any number within the scale, judge without 10H)."""
-    return Method(name, (Term("duet_rating", options={"parser": "strict", "penalty": -1.0, **options}),),
-                  prompt="duet", zero_shot=zero_shot, min_new_tokens=192)
+    option of the term (strict parser, penalty -1, any number within the scale, judge without 10H)."""
+    defaults = {"parser": "strict", "penalty": -1.0, "two_decimals": False, "judge_sees_recent": False,
+                "max_new_tokens": 16}
+    return Method(name, (Term("duet_rating", options={**defaults, **options}),), prompt="duet", zero_shot=zero_shot,
+                  min_new_tokens=192)
 
 
 def _bump_method(name: str, term: str = "bump", **options) -> Method:
     """BUMP (DUET_BUMP B) or an ablation: the plain profile prompt; BumpConfig's defaults unless overridden."""
     defaults = {"k": 8, "m_perm": 2, "w_fwd": 1.0, "w_bwd": 1.0, "combine": "sum", "backward_rollout": "same",
                 "length_threshold": 64, "length_weight": 1.0}
+    if term == "bump":  # the LLM judge's own options (every value in the options, so the fingerprint sees it)
+        defaults.update(judge="listwise", max_new_tokens=32)
     return Method(name, (Term(term, options={**defaults, **options}),))
 
 
