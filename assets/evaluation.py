@@ -142,8 +142,9 @@ def qa_eval(
                                    judge_llm.context_budget_tokens, proto.recent_k)
     questions = question_sets(examples, candidate_sets, items, proto.seed)
     cache = GenerationCache(model_store.generation_cache, judge.version)
-    rating_fallback = float(interactions["rating"].mean())
-    scores = answer_questions(judge, contexts, questions, judge_llm.sampling(), rating_fallback, cache)
+    rating_fallback, scale = float(interactions["rating"].mean()), rating_scale(interactions["rating"])
+    scores = answer_questions(judge, contexts, questions, judge_llm.sampling(), rating_fallback, cache,
+                              (scale.low, scale.high))
     metrics = with_significance(summarize_qa(scores), scores, "mc_correct")
     yield table_output(scores, "qa_example_scores", judge_version=judge.version)
     chart = markdown_image(grouped_bars_png(metrics, "mc_accuracy", "next-item MC accuracy by context"), "MC accuracy")

@@ -46,16 +46,18 @@ def answer_questions(
     config: SamplingConfig,
     fallback_rating: float,
     cache: GenerationCache | None = None,
+    rating_range: tuple[float, float] = (1.0, 5.0),
 ) -> pd.DataFrame:
     """Ask the judge both questions for every context row; unparseable answers are flagged and scored as
-    wrong (choice) or as `fallback_rating` (the domain's mean rating)."""
+    wrong (choice) or as `fallback_rating` (the domain's mean rating). A rating answer is the first number within
+    `rating_range` (the domain's scale, so half-star domains read "0.5")."""
     merged = contexts.merge(questions, on=["domain", "user_id", "cut"], how="inner", validate="many_to_one")
     mc = judge.generate([multiple_choice_messages(r.text, r.options) for r in merged.itertuples()], config, cache,
                         "QA choices")
     rating = judge.generate([rating_messages(r.text, r.target_text) for r in merged.itertuples()], config, cache,
                             "QA ratings")
     choices = [parse_choice(a, opts) for a, opts in zip(mc.texts, merged["options"])]
-    ratings = [parse_rating(a) for a in rating.texts]
+    ratings = [parse_rating(a, *rating_range) for a in rating.texts]
     out = merged[["domain", "user_id", "cut", "method", "context"]].copy()
     out["mc_answer"] = mc.texts
     out["mc_parsed"] = [c is not None for c in choices]

@@ -338,3 +338,31 @@ def test_pointwise_and_embedder_judges_rank_by_score_with_ties_against_the_posit
 
     ranks, _ = EmbedderJudge(Vectors())("forward", ["q", "q"], [["near", "same", "far"], ["same", "same"]], [0, 0])
     assert ranks.tolist() == [2, 2]
+
+
+def test_qa_rating_answers_on_a_half_star_scale_and_the_rating_table_paired_against_base():
+    from profilekit.qa import answer_questions, rating_metrics_table
+
+    contexts = pd.DataFrame([{"domain": "d", "user_id": u, "cut": 0, "method": m, "context": "P", "text": f"{m} {u}"}
+                             for m in ("Base", "duet") for u in ("a", "b", "c")])
+    questions = pd.DataFrame([{"domain": "d", "user_id": u, "cut": 0, "options": ["w", "x", "y", "z"], "answer_index": 0,
+                               "target_text": "Heat", "target_rating": r} for u, r in zip("abc", (0.5, 4.0, 3.0))])
+    said = {"Base a": "0.5", "Base b": "3", "Base c": "no idea", "duet a": "1.0", "duet b": "4.5", "duet c": "3"}
+
+    class Judge:
+        def generate(self, conversations, config, cache=None, progress=None):
+            return GeneratedTexts([said[re.search(r"User: (\w+ \w)", c[0]["content"]).group(1)] for c in conversations],
+                                  [1] * len(conversations), [1] * len(conversations), [0.0] * len(conversations))
+
+    scores = answer_questions(Judge(), contexts, questions, GREEDY_ANSWER, 2.5, rating_range=(0.5, 5.0))
+    assert scores["rating_predicted"].tolist() == [0.5, 3.0, 2.5, 1.0, 4.5, 3.0]  # "no idea" -> the fallback 2.5
+    assert scores["target_rating"].tolist() == [0.5, 4.0, 3.0] * 2
+    table = rating_metrics_table(scores, RatingScale(0.5, 5.0, 0.5))
+    assert set(table["vs_method"]) == {"Base", "blue"} and len(table) == 4
+    duet = table[(table["method"] == "duet") & (table["vs_method"] == "Base")].iloc[0]
+    assert duet["rating_mae"] == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    assert duet["rating_accuracy"] == pytest.approx(1 / 3) and duet["rating_unparsed"] == 0
+    assert duet["n_paired"] == 3 and duet["mean_diff_vs_ref"] == pytest.approx((0.5 + 0.5 + 0.0) / 3 - (0 + 1 + 0.5) / 3)
+    base = table[(table["method"] == "Base") & (table["vs_method"] == "Base")].iloc[0]
+    assert base["rating_unparsed"] == 1 and np.isnan(base["t_pvalue_vs_ref"])
+    assert table[table["vs_method"] == "blue"]["n_paired"].eq(0).all()  # BLUE absent: nothing to pair with
