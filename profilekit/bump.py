@@ -3,8 +3,9 @@ interaction among K other users' held-out interactions; backward: the held-out i
 profile among K other users' profiles. Each direction's NDCG is averaged over M_perm shuffled presentations;
 R = w_fwd·R̄_fwd + w_bwd·R̄_bwd (sum, or their weighted mean) - R_len.
 
-The ranking itself is a `Ranker` (the listwise LLM judge, or the frozen embedder as a labelled deviation); the rest
-is pure numpy, testable on hand-computed cases.
+The ranking itself is a `Ranker` (the listwise LLM judge; the pointwise LLM judge or the frozen embedder as labelled
+deviations); the rest is pure numpy, testable on hand-computed cases. Only P = 1 held-out event is wired (the
+example's target); `multi_positive_ndcg` is the general form for P > 1.
 """
 
 from __future__ import annotations
