@@ -63,7 +63,7 @@ FROM_DOMAIN = {name: AssetIn(partition_mapping=from_domain) for name in ("filter
 
 
 @asset(
-    **SCL_TABLE, code_version="2",
+    **SCL_TABLE, code_version="3",
     ins={
         **{k: FROM_DOMAIN[k] for k in ("filtered_histories", "items")},
         # Trained methods' source-domain checkpoint; none for the history and Base contexts.
@@ -96,9 +96,9 @@ def scl_training_pairs(
             chat, version = trained_profiler(checkpoint, profiler_base_weights, profiler_llm), checkpoint.version
         cache = GenerationCache(model_store.generation_cache, version)
         prompt = PROFILE_PROMPTS[METHODS[method].prompt] if method in METHODS else PROFILE_PROMPTS["profile"]
+        sampling = profiler_llm.sampling(METHODS[method].min_new_tokens if method in METHODS else None)
         profiles, generated_now = generate_profiles(chat, examples, items, profiler_llm.history_budget_tokens,
-                                                    profiler_llm.sampling(), cache, f"{method} profiles for SCL pairs",
-                                                    prompt)
+                                                    sampling, cache, f"{method} profiles for SCL pairs", prompt)
     pairs = training_pairs(examples, items, profiles, protocol.recent_k, method)
     empty = int((profiles["profile"].str.strip() == "").sum()) if profiles is not None else 0  # kept: 10H + nothing
     yield table_output(pairs, train_users=int(pairs["user_id"].nunique()), profiles_generated_now=generated_now,

@@ -14,16 +14,18 @@ from assets._common import ARTIFACT, LLM_HEAVY, ONE_PARTITION_PER_RUN, TABLE_OUT
 from assets.automation import on_upstream_data_change
 from assets.partitions import domain_partitions, from_domain
 from profilekit.contexts import evaluation_contexts
+from profilekit.duet import rating_scale
 from profilekit.embedder import EmbeddingCache
 from profilekit.evaluation import score_contexts, summarize
 from profilekit.metrics import with_significance
 from profilekit.plots import grouped_bars_png, markdown_image
 from profilekit.profiler import GenerationCache
 from profilekit.protocol import eval_examples
-from profilekit.qa import answer_questions, question_sets, summarize_qa
+from profilekit.qa import answer_questions, question_sets, rating_metrics_table, summarize_qa
 from profilekit.schemas import (
     qa_example_scores_schema,
     qa_metrics_schema,
+    rating_metrics_schema,
     rec_example_scores_schema,
     rec_metrics_schema,
 )
@@ -109,8 +111,8 @@ def recommendation_eval(
 
 @multi_asset(
     outs={
-        "qa_example_scores": AssetOut(**METRIC_TABLE, code_version="2", **typed(qa_example_scores_schema), group_name="evaluation"),
-        "qa_metrics": AssetOut(**METRIC_TABLE, code_version="2", **typed(qa_metrics_schema), group_name="evaluation"),
+        "qa_example_scores": AssetOut(**METRIC_TABLE, code_version="3", **typed(qa_example_scores_schema), group_name="evaluation"),
+        "qa_metrics": AssetOut(**METRIC_TABLE, code_version="3", **typed(qa_metrics_schema), group_name="evaluation"),
     },
     partitions_def=domain_partitions,
     backfill_policy=ONE_PARTITION_PER_RUN,
@@ -140,10 +142,24 @@ def qa_eval(
                                    judge_llm.context_budget_tokens, proto.recent_k)
     questions = question_sets(examples, candidate_sets, items, proto.seed)
     cache = GenerationCache(model_store.generation_cache, judge.version)
-    rating_fallback = float(interactions["rating"].mean())
-    scores = answer_questions(judge, contexts, questions, judge_llm.sampling(), rating_fallback, cache)
+    rating_fallback, scale = float(interactions["rating"].mean()), rating_scale(interactions["rating"])
+    scores = answer_questions(judge, contexts, questions, judge_llm.sampling(), rating_fallback, cache,
+                              (scale.low, scale.high))
     metrics = with_significance(summarize_qa(scores), scores, "mc_correct")
     yield table_output(scores, "qa_example_scores", judge_version=judge.version)
     chart = markdown_image(grouped_bars_png(metrics, "mc_accuracy", "next-item MC accuracy by context"), "MC accuracy")
     yield table_output(metrics, "qa_metrics", summary=_md(metrics), chart=MetadataValue.md(chart),
                        headline=_headline(metrics, "mc_accuracy", "MC accuracy"))
+
+
+@asset(
+    partitions_def=domain_partitions, backfill_policy=ONE_PARTITION_PER_RUN, code_version="1", group_name="evaluation",
+    **TABLE_OUT, **typed(rating_metrics_schema),
+)
+def rating_metrics(qa_example_scores: pd.DataFrame, interactions: pd.DataFrame):
+    """DUET's home metrics for every method's and context's rating answers (MAE, RMSE, accuracy and macro-F1 of
+    the rating rounded on the domain's observed scale), each paired-tested on the absolute error against Base and
+    against BLUE on the same examples."""
+    table = rating_metrics_table(qa_example_scores, rating_scale(interactions["rating"]))
+    return table_output(table, summary=_md(table[table["vs_method"] == "Base"]),
+                        headline=_headline(table[table["vs_method"] == "Base"], "rating_mae", "rating MAE"))

@@ -50,8 +50,8 @@ from_source_checkpoint = MultiPartitionMapping(
 
 
 # SCL adapts the embedder once per user-context method (10-H alone, or 10H + the method's profile) and per
-# training domain; ablation variants of BLUE are not adapted.
-SCL_METHODS = ["history", "Base", *[m for m in ("blue", "rlaif", "rlpf", "langptune") if m in METHODS]]
+# training domain; ablation variants (of BLUE, DUET, BUMP) are not adapted.
+SCL_METHODS = ["history", "Base", *[m for m in ("blue", "rlaif", "rlpf", "langptune", "duet", "bump") if m in METHODS]]
 scl_method_partitions = StaticPartitionsDefinition(SCL_METHODS)
 scl_partitions = MultiPartitionsDefinition({"method": scl_method_partitions, "domain": domain_partitions})
 # A trained method's SCL pairs come from its checkpoint trained on the source domain (history and Base: none) ...

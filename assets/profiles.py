@@ -36,13 +36,13 @@ def profiler_base_weights(profiler_llm: ProfilerLLMResource, model_store: ModelS
 
 
 def _profile_table(context, chat, examples, items, profiler_llm, model_store, method: str, model_version: str,
-                   prompt: ProfilePrompt = PROFILE_PROMPTS["profile"]):
+                   prompt: ProfilePrompt = PROFILE_PROMPTS["profile"], min_new_tokens: int | None = None):
     """Profiles of `examples` at inference temperature, through the generation cache (only prompts that changed
     since an earlier run reach the model), with the table's metadata."""
     cache = GenerationCache(model_store.generation_cache, model_version)
     profiles, generated_now = generate_profiles(
-        chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(), cache, f"{method} profiles",
-        prompt,
+        chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(min_new_tokens), cache,
+        f"{method} profiles", prompt,
     )
     profiles = profiles.assign(method=method, model_version=model_version, prompt_version=PROMPT_VERSION)
     context.log.info(f"{len(profiles)} {method} profiles, {generated_now} generated now, the rest unchanged (cached)")
@@ -57,12 +57,15 @@ def _profile_table(context, chat, examples, items, profiler_llm, model_store, me
 
 
 def trained_profiler(checkpoint: Artifact, base: Artifact, profiler_llm: ProfilerLLMResource):
-    """The profiler with a trained checkpoint's weights (its version is what its generations are cached under)."""
+    """The profiler with a trained checkpoint's weights (its version is what its generations are cached under);
+    a zero-shot method's checkpoint (step 0) is the base weights themselves."""
     chat = profiler_llm.fresh_chat(base)
     if checkpoint.info["base_version"] != chat.version:
         raise Failure(f"the checkpoint {checkpoint.info['run']} was trained from profiler weights "
                       f"{checkpoint.info['base_version']}, the profiler_llm resource now loads {chat.version}: "
                       "re-materialize profiler_checkpoint")
+    if checkpoint.info["step"] == 0:
+        return chat
     chat, _ = load_trained_policy(chat, checkpoint.path)
     return chat
 
@@ -96,7 +99,7 @@ def base_profiles(
     metadata={"partition_expr": {"method": "method", "domain": "domain"}},
     io_manager_key="warehouse",
     automation_condition=on_upstream_data_change(),
-    code_version="1",
+    code_version="2",
     group_name="training",
     ins={
         **{name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "items")},
@@ -117,9 +120,11 @@ def generated_profiles(
     protocol: ProtocolResource,
 ):
     """Profiles of a domain's evaluated test users written by a trained method's checkpoint (the one trained on
-    the source domain), at inference temperature 0.7; unchanged users come from the generation cache."""
+    the source domain), at inference temperature 0.7; unchanged users come from the generation cache. An
+    item-aware prompt (DUET) is asked in its blank mode: no target item, so nothing of the target can leak into
+    the profiles that N@10, multiple choice and SCL read."""
     method = context.partition_key.keys_by_dimension["method"]
     chat = trained_profiler(profiler_checkpoint, profiler_base_weights, profiler_llm)
     examples = eval_examples(filtered_histories, protocol.get())
     yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, profiler_checkpoint.version,
-                         PROFILE_PROMPTS[METHODS[method].prompt])
+                         PROFILE_PROMPTS[METHODS[method].prompt], METHODS[method].min_new_tokens)

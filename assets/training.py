@@ -1,5 +1,7 @@
 """Method configurations and GRPO-trained profiler checkpoints (METHOD §3-5), partitioned by method x domain."""
 
+from dataclasses import replace
+
 import pandas as pd
 from dagster import (
     AssetDep,
@@ -49,7 +51,8 @@ def method_configs() -> DataVersionsByPartition:
     code_version="3",
     group_name="training",
     ins={
-        **{name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "candidate_sets", "items")},
+        **{name: AssetIn(partition_mapping=from_domain)
+           for name in ("filtered_histories", "candidate_sets", "items", "interactions")},
         "item_embeddings": AssetIn(partition_mapping=from_domain),
         "profiler_base_weights": AssetIn(),
     },
@@ -60,19 +63,30 @@ def method_configs() -> DataVersionsByPartition:
 )
 def profiler_checkpoint(
     context: AssetExecutionContext, filtered_histories: pd.DataFrame, candidate_sets: pd.DataFrame, items: pd.DataFrame,
-    item_embeddings: Artifact, profiler_base_weights: Artifact,
+    interactions: pd.DataFrame, item_embeddings: Artifact, profiler_base_weights: Artifact,
     profiler_llm: ProfilerLLMResource, judge_llm: JudgeLLMResource, embedder: EmbedderResource,
     model_store: ModelStore, protocol: ProtocolResource, training: TrainingResource,
 ):
     """GRPO training of the profiler on the domain's train users with the method's reward; orbax step
-    checkpoints, resumed after an interruption; a run that already reached `steps` is not retrained."""
+    checkpoints, resumed after an interruption; a run that already reached `steps` is not retrained. A zero-shot
+    ablation (DUET's "+Self-Prompt") trains nothing: its checkpoint is an empty directory that stands for the base
+    weights (version: their content hash; `generated_profiles` loads no checkpoint for step 0)."""
     keys = context.partition_key.keys_by_dimension
     method, domain = METHODS[keys["method"]], keys["domain"]
+    if method.zero_shot:
+        base = profiler_llm.chat(profiler_base_weights)
+        run_dir = model_store.path("profiler_checkpoint", method.name, f"{domain}/zero-shot")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return artifact_output(Artifact(run_dir, base.version, {"run": f"{domain}/zero-shot", "step": 0,
+                                                                "base_version": base.version}),
+                               step=0, trained_now=0, resumed_from=-1, train_examples=0)
     policy, config = profiler_llm.fresh_chat(profiler_base_weights), training.config(method.advantage)
+    if method.min_new_tokens is not None:
+        config = replace(config, max_new_tokens=max(config.max_new_tokens, method.min_new_tokens))
     train_rows, validation_rows = validation_split(filtered_histories, config.validation_users)
     data, validation = (
         training_examples(rows, candidate_sets, items, policy.count_tokens, config.history_budget_tokens,
-                          protocol.recent_k, protocol.seed, PROFILE_PROMPTS[method.prompt])
+                          protocol.recent_k, protocol.seed, PROFILE_PROMPTS[method.prompt], interactions)
         if rows is train_rows or len(rows) else None
         for rows in (train_rows, validation_rows)
     )

@@ -11,16 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from profilekit.bump import BumpConfig, EmbedderJudge, ListwiseJudge, PointwiseJudge, Ranker, bump_rewards
 from profilekit.contexts import profile_views
+from profilekit.duet import RatingScale, duet_reward
 from profilekit.prompts import (
     PROFILE_PROMPTS,
+    duet_rating_messages,
+    duet_valid,
     multiple_choice_messages,
     parse_choice,
+    parse_duet,
+    parse_duet_rating,
     parse_score,
     profile_quality_messages,
 )
@@ -52,6 +58,10 @@ class RewardInputs:
     item_vectors: dict[str, np.ndarray] | None = None
     judge: Any = None
     answer_sampling: Any = None  # greedy sampling for the LLMs' answers
+    completions: list[str] | None = None  # the raw completions the profiles were parsed from (DUET's six tags)
+    completion_tokens: list[int] | None = None  # their lengths (BUMP's length penalty)
+    step: int = 0  # the training step (seeds BUMP's pools and shuffles)
+    seed: int = 0
 
     @property
     def rows(self) -> list[int]:
@@ -142,6 +152,67 @@ def _ndcg(inputs: RewardInputs, k: int = 10) -> TermResult:
     return ndcg_reward(inputs.vectors(inputs.profiles), candidates, k), {}
 
 
+@reward_term("duet_rating", needs=("judge",))
+def _duet_rating(inputs: RewardInputs, parser: str = "strict", penalty: float = -1.0, two_decimals: bool = False,
+                 judge_sees_recent: bool = False, max_new_tokens: int = 16) -> TermResult:
+    """DUET: the judge predicts the target's rating from the parsed user and item profiles (+ the item text);
+    1 - |clip(ŷ) - y|/M_r, `penalty` for a completion failing the parser or an unreadable rating."""
+    data, rows = inputs.data, inputs.rows
+    scale = RatingScale(*data.rating_scale)
+    parsed = [parse_duet(c) for c in inputs.completions]
+    valid = np.array([duet_valid(p, parser) for p in parsed])
+    asked = np.flatnonzero(valid)
+    messages = [duet_rating_messages(parsed[k]["user"]["profile"], parsed[k]["item"]["profile"],
+                                     data.item_texts[rows[k]], scale.low, scale.high,
+                                     data.recent[rows[k]] if judge_sees_recent else None) for k in asked]
+    sampling = replace(inputs.answer_sampling, max_new_tokens=max_new_tokens)
+    answers = inputs.judge.generate(messages, sampling).texts if len(asked) else []
+    predicted = np.full(len(rows), np.nan)
+    for k, answer in zip(asked, answers):
+        rating = parse_duet_rating(answer, scale.low, scale.high, two_decimals)
+        predicted[k] = np.nan if rating is None else rating
+    scored = ~np.isnan(predicted)
+    target = np.array([data.target_ratings[i] for i in rows])
+    reward = duet_reward(predicted, scored, target, scale, penalty)
+    errors = np.abs(np.clip(predicted[scored], scale.low, scale.high) - target[scored])
+    return inputs.grid(reward), {
+        "compliance": inputs.grid(valid),
+        "format_fail": inputs.grid(~valid),
+        "judge_unparsed": inputs.grid(valid & ~scored),
+        "valid_frac": inputs.grid(scored),
+        # The mean error over the rollouts that got a rating (NaN when none did), spread over the grid for the log.
+        "abs_err": inputs.grid([errors.mean() if len(errors) else np.nan] * len(rows)),
+    }
+
+
+def _bump(inputs: RewardInputs, ranker: Ranker, options: dict) -> TermResult:
+    data = inputs.data
+    profiles = np.array(inputs.profiles, dtype=object).reshape(len(inputs.batch), inputs.rollouts)
+    return bump_rewards(profiles, [data.heldout[i] for i in inputs.batch], [data.target_ids[i] for i in inputs.batch],
+                        inputs.batch, inputs.grid(inputs.completion_tokens), ranker, BumpConfig(**options),
+                        inputs.seed, inputs.step)
+
+
+BUMP_JUDGES = ("listwise", "pointwise")
+
+
+@reward_term("bump", needs=("judge",))
+def _bump_llm_judge(inputs: RewardInputs, judge: str = "listwise", max_new_tokens: int = 32, **options) -> TermResult:
+    """BUMP with the judge LLM: forward and backward in-batch NDCG over M_perm shuffles minus R_len. `listwise`
+    (the paper's) ranks the whole list in one answer; `pointwise` (a labelled deviation) scores each pair."""
+    if judge not in BUMP_JUDGES:
+        raise ValueError(f"BUMP's LLM judge must be one of {BUMP_JUDGES}, got {judge!r}")
+    ranker = (ListwiseJudge(inputs.judge, replace(inputs.answer_sampling, max_new_tokens=max_new_tokens))
+              if judge == "listwise" else PointwiseJudge(inputs.judge))
+    return _bump(inputs, ranker, options)
+
+
+@reward_term("bump_embedder", needs=("embedder",))
+def _bump_embedder(inputs: RewardInputs, **options) -> TermResult:
+    """BUMP with the frozen embedder's cosine as the judge (a labelled deviation for cheap CPU runs)."""
+    return _bump(inputs, EmbedderJudge(inputs.embedder), options)
+
+
 @dataclass(frozen=True)
 class Term:
     """A registered reward term in a method: its weight and options (JSON values)."""
@@ -168,6 +239,10 @@ class Method:
     advantage: str = "group"
     drop_constant_groups: bool = False
     prompt: str = "profile"  # a key of profilekit.prompts.PROFILE_PROMPTS: the chat it asks with, how it reads the answer
+    zero_shot: bool = False  # an untrained ablation row (DUET's "+Self-Prompt"): its prompt on the base weights
+    # The fewest new tokens its completions need (DUET's two blocks of three tags: 192 on CPU, choice A5 #12);
+    # raises the trainer's and the profile generation's budget, never lowers it.
+    min_new_tokens: int | None = None
 
     def __post_init__(self):
         if self.prompt not in PROFILE_PROMPTS:
@@ -201,6 +276,11 @@ class Method:
             "drop_constant_groups": self.drop_constant_groups,
             "prompt": self.prompt,
         }
+        # Only when set, so the fingerprints (and run keys) of the methods without them stay as they were.
+        if self.zero_shot:
+            payload["zero_shot"] = True
+        if self.min_new_tokens is not None:
+            payload["min_new_tokens"] = self.min_new_tokens
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -213,7 +293,25 @@ def _blue(name: str, text: bool = True, emb: bool = True, advantage: str = "grou
     return Method(name, terms, advantage)
 
 
-# Every method of the paper's comparison and its Table-6 ablation.
+def _duet(name: str, zero_shot: bool = False, **options) -> Method:
+    """DUET (DUET_BUMP A): the joint user+item prompt, rewarded by the judge's rating error; every (choice) an
+    option of the term (strict parser, penalty -1, any number within the scale, judge without 10H)."""
+    defaults = {"parser": "strict", "penalty": -1.0, "two_decimals": False, "judge_sees_recent": False,
+                "max_new_tokens": 16}
+    return Method(name, (Term("duet_rating", options={**defaults, **options}),), prompt="duet", zero_shot=zero_shot,
+                  min_new_tokens=192)
+
+
+def _bump_method(name: str, term: str = "bump", **options) -> Method:
+    """BUMP (DUET_BUMP B) or an ablation: the plain profile prompt; BumpConfig's defaults unless overridden."""
+    defaults = {"k": 8, "m_perm": 2, "w_fwd": 1.0, "w_bwd": 1.0, "combine": "sum", "backward_rollout": "same",
+                "length_threshold": 64, "length_weight": 1.0}
+    if term == "bump":  # the LLM judge's own options (every value in the options, so the fingerprint sees it)
+        defaults.update(judge="listwise", max_new_tokens=32)
+    return Method(name, (Term(term, options={**defaults, **options}),))
+
+
+# Every method of the paper's comparison and its Table-6 ablation, then DUET and BUMP with their ablations.
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
@@ -228,5 +326,15 @@ METHODS: dict[str, Method] = {
         _blue("blue-u2i", directions=["u2i"]),
         _blue("blue-i2u", directions=["i2u"]),
         _blue("blue-reinforcepp", advantage="batch"),
+        _duet("duet"),
+        _duet("duet-zero-shot", zero_shot=True),
+        _duet("duet-lenient", parser="lenient"),
+        _bump_method("bump"),
+        _bump_method("bump-forward", w_bwd=0.0),
+        _bump_method("bump-backward", w_fwd=0.0),
+        _bump_method("bump-no-length-penalty", length_weight=0.0),
+        _bump_method("bump-m1", m_perm=1),
+        _bump_method("bump-pointwise", judge="pointwise"),
+        _bump_method("bump-embedder", term="bump_embedder"),
     ]
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn.metrics import f1_score
 
 
 def target_ranks(scores: np.ndarray) -> np.ndarray:
@@ -67,3 +68,26 @@ def with_significance(metrics: pd.DataFrame, scores: pd.DataFrame, value: str) -
     """A metric table (one row per domain, method, context) with each row's paired tests against the reference
     method on the same examples (`compare_with_reference`)."""
     return metrics.merge(compare_with_reference(scores, value), on=["domain", "method", "context"], how="left")
+
+
+def round_to_scale(values: np.ndarray, low: float, high: float, step: float = 1.0) -> np.ndarray:
+    """Clip into [low, high] and round to the nearest scale step, ties going up (DUET_BUMP A5 #8)."""
+    clipped = np.clip(np.asarray(values, dtype=np.float64), low, high)
+    return np.floor((clipped - low) / step + 0.5) * step + low
+
+
+def rating_metrics(predicted: np.ndarray, target: np.ndarray, low: float, high: float, step: float = 1.0) -> dict[str, float]:
+    """DUET's rating metrics on clipped predictions: MAE, RMSE, accuracy of the rounded rating, and macro-F1 of
+    the rounded rating over the classes present in the targets (the released code's definition)."""
+    predicted = np.clip(np.asarray(predicted, dtype=np.float64), low, high)
+    target = np.asarray(target, dtype=np.float64)
+    error = predicted - target
+    # Class labels as integer scale steps, so float rounding cannot split one class in two.
+    true_cls = np.round((target - low) / step).astype(np.int64)
+    pred_cls = np.round((round_to_scale(predicted, low, high, step) - low) / step).astype(np.int64)
+    return {
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "accuracy": float(np.mean(pred_cls == true_cls)),
+        "macro_f1": float(f1_score(true_cls, pred_cls, labels=np.unique(true_cls), average="macro", zero_division=0)),
+    }

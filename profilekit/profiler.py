@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from profilekit.llm.grpo_step import completion_logps
 from profilekit.llm.model import load_lm
 from profilekit.llm.sampler import Sampler, SamplingConfig
 from profilekit.progress import progress_bar
-from profilekit.prompts import PROFILE_PROMPTS, ProfilePrompt
+from profilekit.prompts import PROFILE_PROMPTS, ItemEvidence, ProfilePrompt
 from profilekit.sources import dir_content_hash
 from profilekit.text import example_history_lines, fit_lines_to_budget
 
@@ -121,6 +122,26 @@ class ChatLM:
         return GeneratedTexts(texts, [len(p) for p in prompts], completion, seconds, generated_now=len(order))
 
 
+    def yes_no_logodds(self, conversations: list[list[dict]], yes: str = "Yes", no: str = "No",
+                       bucket: int = 16) -> np.ndarray:
+        """log p(yes) - log p(no) of the first answer token of each conversation: one prefill per conversation,
+        shared by the two one-token continuations (BUMP's pointwise judge)."""
+        pair = [self.tokenizer.encode(word, add_special_tokens=False)[0] for word in (yes, no)]
+        prompts = [self.encode_chat(m) for m in conversations]
+        pad = self.sampler.pad_id
+        out = np.zeros(len(prompts))
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = prompts[start: start + self.batch_size]
+            width = -(-max(map(len, chunk)) // bucket) * bucket
+            tokens, valid = np.full((len(chunk), width), pad, np.int32), np.zeros((len(chunk), width), bool)
+            for i, ids in enumerate(chunk):
+                tokens[i, width - len(ids):], valid[i, width - len(ids):] = ids, True
+            answers = np.tile(np.asarray(pair, np.int32), len(chunk))[:, None]
+            logps = np.asarray(completion_logps(self.lm.model, tokens, valid, answers, samples=2, remat=False))
+            out[start: start + len(chunk)] = logps.reshape(len(chunk), 2) @ np.array([1.0, -1.0])
+        return out
+
+
 def _generation_eos(weights_dir: Path) -> set[int]:
     path = weights_dir / "generation_config.json"
     if not path.exists():
@@ -131,13 +152,16 @@ def _generation_eos(weights_dir: Path) -> set[int]:
 
 def profile_conversations(
     examples: pd.DataFrame, items: pd.DataFrame, count_tokens, history_budget: int,
-    prompt: ProfilePrompt = PROFILE_PROMPTS["profile"],
+    prompt: ProfilePrompt = PROFILE_PROMPTS["profile"], evidence: list[ItemEvidence] | None = None,
 ) -> list[list[dict]]:
-    """One profiler chat per example: the newest whole history lines that fit `history_budget` tokens."""
+    """One profiler chat per example: the newest whole history lines that fit `history_budget` tokens. An
+    item-aware prompt gets the example's target item `evidence` when given (training) and a blank item block
+    otherwise (every target-agnostic use: generated profiles for N@10, multiple choice, SCL)."""
     titles = dict(zip(items["item_id"], items["title"]))
     return [
-        prompt.messages(fit_lines_to_budget(example_history_lines(ex, titles), history_budget, count_tokens))
-        for ex in examples.itertuples(index=False)
+        prompt.chat(fit_lines_to_budget(example_history_lines(ex, titles), history_budget, count_tokens),
+                    evidence[k] if evidence is not None else None)
+        for k, ex in enumerate(examples.itertuples(index=False))
     ]
 
 

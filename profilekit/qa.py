@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from profilekit.duet import RatingScale
 from profilekit.llm.sampler import SamplingConfig
+from profilekit.metrics import compare_with_reference, rating_metrics
 from profilekit.profiler import ChatLM, GenerationCache
 from profilekit.prompts import multiple_choice_messages, parse_choice, parse_rating, rating_messages
 from profilekit.protocol import stable_user_hash
@@ -44,16 +46,18 @@ def answer_questions(
     config: SamplingConfig,
     fallback_rating: float,
     cache: GenerationCache | None = None,
+    rating_range: tuple[float, float] = (1.0, 5.0),
 ) -> pd.DataFrame:
     """Ask the judge both questions for every context row; unparseable answers are flagged and scored as
-    wrong (choice) or as `fallback_rating` (the domain's mean rating)."""
+    wrong (choice) or as `fallback_rating` (the domain's mean rating). A rating answer is the first number within
+    `rating_range` (the domain's scale, so half-star domains read "0.5")."""
     merged = contexts.merge(questions, on=["domain", "user_id", "cut"], how="inner", validate="many_to_one")
     mc = judge.generate([multiple_choice_messages(r.text, r.options) for r in merged.itertuples()], config, cache,
                         "QA choices")
     rating = judge.generate([rating_messages(r.text, r.target_text) for r in merged.itertuples()], config, cache,
                             "QA ratings")
     choices = [parse_choice(a, opts) for a, opts in zip(mc.texts, merged["options"])]
-    ratings = [parse_rating(a) for a in rating.texts]
+    ratings = [parse_rating(a, *rating_range) for a in rating.texts]
     out = merged[["domain", "user_id", "cut", "method", "context"]].copy()
     out["mc_answer"] = mc.texts
     out["mc_parsed"] = [c is not None for c in choices]
@@ -61,8 +65,38 @@ def answer_questions(
     out["rating_answer"] = rating.texts
     out["rating_parsed"] = [r is not None for r in ratings]
     predicted = np.array([fallback_rating if r is None else r for r in ratings], dtype=np.float64)
+    out["rating_predicted"] = predicted
+    out["target_rating"] = merged["target_rating"].to_numpy(np.float64)
     out["rating_abs_error"] = np.abs(predicted - merged["target_rating"].to_numpy())
     return out.reset_index(drop=True)
+
+
+def summarize_ratings(scores: pd.DataFrame, scale: RatingScale) -> pd.DataFrame:
+    """DUET's home metrics for every method's rating answers: MAE, RMSE, accuracy and macro-F1 of the rounded
+    rating per (domain, method, context); unparseable answers are scored at the fallback as in `qa_metrics`."""
+    rows = []
+    for (domain, method, context), group in scores.groupby(["domain", "method", "context"], sort=False):
+        values = rating_metrics(group["rating_predicted"].to_numpy(), group["target_rating"].to_numpy(), scale.low,
+                                scale.high, scale.step)
+        rows.append({"domain": domain, "method": method, "context": context, "n_examples": len(group),
+                     **{f"rating_{k}": v for k, v in values.items()},
+                     "rating_unparsed": int((~group["rating_parsed"].astype(bool)).sum())})
+    return pd.DataFrame(rows)
+
+
+RATING_REFERENCES = ("Base", "blue")
+
+
+def rating_metrics_table(scores: pd.DataFrame, scale: RatingScale, references=RATING_REFERENCES) -> pd.DataFrame:
+    """`summarize_ratings`, once per reference method (`vs_method`), with each row's paired tests of the per-example
+    absolute rating error against that reference on the same examples (NaN where it is absent or the row itself)."""
+    summary = summarize_ratings(scores, scale)
+    key = ["domain", "method", "context"]
+    return pd.concat(
+        [summary.merge(compare_with_reference(scores, "rating_abs_error", ref), on=key, how="left").assign(vs_method=ref)
+         for ref in references],
+        ignore_index=True,
+    )
 
 
 def summarize_qa(scores: pd.DataFrame) -> pd.DataFrame:

@@ -141,6 +141,8 @@ qa_example_scores_schema = pa.DataFrameSchema(
         "mc_correct": pa.Column(float, pa.Check.isin([0.0, 1.0])),
         "rating_answer": pa.Column(str),
         "rating_parsed": pa.Column(bool),
+        "rating_predicted": pa.Column(float),
+        "target_rating": pa.Column(float),
         "rating_abs_error": pa.Column(float, pa.Check.in_range(0.0, 5.0)),
     },
     unique=["domain", "user_id", "cut", "method", "context"],
@@ -169,6 +171,30 @@ qa_metrics_schema = pa.DataFrameSchema(
     coerce=True,
     strict=True,
     name="qa_metrics",
+)
+
+rating_metrics_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "method": pa.Column(str),
+        "context": pa.Column(str),
+        "n_examples": pa.Column("int64", pa.Check.ge(1)),
+        "rating_mae": pa.Column(float, pa.Check.ge(0.0)),
+        "rating_rmse": pa.Column(float, pa.Check.ge(0.0)),
+        "rating_accuracy": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "rating_macro_f1": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "rating_unparsed": pa.Column("int64", pa.Check.ge(0)),
+        "vs_method": pa.Column(str),
+        "vs_context": pa.Column(str),
+        "n_paired": pa.Column("int64", pa.Check.ge(0)),
+        "mean_diff_vs_ref": pa.Column(float, nullable=True),
+        "t_pvalue_vs_ref": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True),
+        "wilcoxon_pvalue_vs_ref": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True),
+    },
+    unique=["domain", "method", "context", "vs_method"],
+    coerce=True,
+    strict=True,
+    name="rating_metrics",
 )
 
 scl_pairs_schema = pa.DataFrameSchema(

@@ -22,6 +22,7 @@ import pandas as pd
 
 from profilekit.checkpoints import CheckpointStore, params_digest
 from profilekit.contexts import profile_views
+from profilekit.duet import item_evidence, rating_scale
 from profilekit.embedder import Embedder
 from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
 from profilekit.llm.sampler import SamplingConfig
@@ -32,7 +33,7 @@ from profilekit.progress import progress_bar
 from profilekit.prompts import PROFILE_PROMPTS, ProfilePrompt
 from profilekit.qa import question_sets
 from profilekit.rewards import batch_advantages, constant_groups, group_advantages
-from profilekit.text import example_history_lines, recent_history_text
+from profilekit.text import example_history_lines, history_lines, recent_history_text
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,9 @@ def run_key(method: Method, config: GRPOConfig, base_version: str, data_version:
 
 @dataclass
 class TrainingExamples:
-    """Per training example: profiler prompt, 10-H text, target + negatives, and the 4-option question."""
+    """Per training example: profiler prompt, 10-H text, target + negatives, and the 4-option question; for DUET
+    and BUMP also the target's rating, item text and history line (BUMP's held-out interaction), and the
+    domain's rating scale (lowest, highest, rounding step)."""
 
     messages: list[list[dict]]
     recent: list[str]
@@ -105,6 +108,10 @@ class TrainingExamples:
     options: list[list[str]]
     answers: list[int]
     user_ids: list[str] = field(default_factory=list)
+    target_ratings: list[float] = field(default_factory=list)
+    item_texts: list[str] = field(default_factory=list)
+    heldout: list[str] = field(default_factory=list)
+    rating_scale: tuple[float, float, float] = (1.0, 5.0, 1.0)
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -113,22 +120,34 @@ class TrainingExamples:
 def training_examples(
     histories: pd.DataFrame, candidates: pd.DataFrame, items: pd.DataFrame, count_tokens, history_budget: int,
     recent_k: int, seed: int, prompt: ProfilePrompt = PROFILE_PROMPTS["profile"],
+    interactions: pd.DataFrame | None = None, item_evidence_k: int = 10,
 ) -> TrainingExamples:
+    """The domain's train examples. An item-aware prompt (DUET) shows each example's target item with its ratings
+    by other users before the target's time, which needs `interactions`."""
     train = histories[histories["split"] == "train"].sort_values(["user_id", "cut"]).reset_index(drop=True)
     if train.empty:
         raise ValueError("no training examples: the domain has no train-split users")
     cands = candidates[candidates["split"] == "train"].sort_values(["user_id", "cut", "position"])
     grouped = cands.groupby(["user_id", "cut"])["item_id"].agg(list)
     titles = dict(zip(items["item_id"], items["title"]))
+    texts = dict(zip(items["item_id"], items["text"]))
     questions = question_sets(train, cands, items, seed)
+    if prompt.item_aware and interactions is None:
+        raise ValueError("an item-aware profile prompt needs the interactions (the target item's earlier ratings)")
+    evidence = item_evidence(train, interactions, items, item_evidence_k) if prompt.item_aware else None
+    scale = rating_scale(interactions["rating"] if interactions is not None else histories["target_rating"])
     return TrainingExamples(
-        messages=profile_conversations(train, items, count_tokens, history_budget, prompt),
+        messages=profile_conversations(train, items, count_tokens, history_budget, prompt, evidence),
         recent=[recent_history_text(example_history_lines(ex, titles), recent_k) for ex in train.itertuples(index=False)],
         target_ids=train["target_item_id"].tolist(),
         negative_ids=[grouped.loc[(u, c)][1:] for u, c in zip(train["user_id"], train["cut"])],
         options=questions["options"].tolist(),
         answers=questions["answer_index"].astype(int).tolist(),
         user_ids=train["user_id"].astype(str).tolist(),
+        target_ratings=train["target_rating"].astype(float).tolist(),
+        item_texts=[texts.get(i, i) for i in train["target_item_id"]],
+        heldout=history_lines(train["target_item_id"].tolist(), train["target_rating"].tolist(), titles),
+        rating_scale=(scale.low, scale.high, scale.step),
     )
 
 
@@ -287,10 +306,11 @@ def train_profiler(
         prompts = [policy.encode_chat(data.messages[i]) for i in batch]
         gen = policy.sampler.generate(prompts, replace(sampling, seed=config.seed * 1_000_003 + step), samples=config.rollouts)
         completions = [toks + ([stop] if stop is not None else []) for toks, stop in zip(gen.tokens, gen.stops)]
-        profiles = [parse(policy.tokenizer.decode(t, skip_special_tokens=True)) for t in gen.tokens]
+        texts = [policy.tokenizer.decode(t, skip_special_tokens=True) for t in gen.tokens]
+        profiles = [parse(t) for t in texts]
         t_rollout = time.perf_counter() - t0
         inputs = RewardInputs(profiles, batch, config.rollouts, data, policy, models.embedder, models.item_vectors,
-                              models.judge, GREEDY_ANSWER)
+                              models.judge, GREEDY_ANSWER, texts, [len(t) for t in gen.tokens], step, config.seed)
         rewards, terms = method.rewards(inputs)
         advantages = advantage_fn(rewards)
         dropped = constant_groups(rewards) if method.drop_constant_groups else np.zeros(len(batch), bool)

@@ -57,8 +57,10 @@ class ProfilerLLMResource(_ChatLLMResource):
     top_p: float = 0.95
     seed: int = 0
 
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed, prompt_bucket=16)
+    def sampling(self, min_new_tokens: int | None = None) -> SamplingConfig:
+        """Inference sampling; `min_new_tokens` (a method's, e.g. DUET's longer completions) raises the budget."""
+        new_tokens = max(self.max_new_tokens, min_new_tokens or 0)
+        return SamplingConfig(new_tokens, self.temperature, self.top_p, self.seed, prompt_bucket=16)
 
 
 class JudgeLLMResource(_ChatLLMResource):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 from dagster import AssetKey, DagsterInstance, MultiPartitionKey
 
@@ -24,6 +25,7 @@ ASSETS = [
     "rec_metrics",
     "qa_example_scores",
     "qa_metrics",
+    "rating_metrics",
 ]
 PARTITIONED_ASSETS = [a for a in ASSETS if a != "profiler_base_weights"]
 
@@ -102,6 +104,15 @@ def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance, built_
     assert sorted(qa["context"]) == ["10-H", "10H+P", "All-H", "P"] and (qa["n_examples"] == 3).all()
     qa_rows = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_example_scores WHERE domain = ?", "amazon-fixture")
     assert int((~qa_rows["mc_parsed"]).sum()) == int(qa["mc_unparsed"].sum())  # unparseable answers are counted
+    ratings = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rating_metrics WHERE domain = ?", "amazon-fixture")
+    assert set(ratings["vs_method"]) == {"Base", "blue"} and len(ratings) == 2 * len(qa)
+    for row in ratings[ratings["vs_method"] == "Base"].itertuples():
+        answers = qa_rows[qa_rows["context"] == row.context]
+        assert row.rating_mae == pytest.approx(answers["rating_abs_error"].mean())
+        assert row.rating_mae == pytest.approx(np.abs(answers["rating_predicted"] - answers["target_rating"]).mean())
+    base_p = ratings[(ratings["vs_method"] == "Base") & (ratings["context"] == "P")].iloc[0]
+    history = ratings[(ratings["vs_method"] == "Base") & (ratings["context"] == "10-H")].iloc[0]
+    assert np.isnan(base_p["t_pvalue_vs_ref"]) and history["n_paired"] == 3  # history is paired with Base's 10H+P
 
     second = _run(instance, "amazon-fixture")
     assert second.success
@@ -226,3 +237,15 @@ def test_real_ml100k_slice(instance):
     assert counts.set_index("split")["n"].to_dict() == {"test": 100 * n_test, "train": 129 * (943 - n_test)}
     # other partitions are untouched by this run
     assert set(_query(f"SELECT DISTINCT domain FROM {WAREHOUSE_SCHEMA}.rec_metrics")["domain"]) <= {"ml-100k", "amazon-fixture"}
+
+
+def test_duet_zero_shot_is_a_partition_whose_profiles_come_from_the_base_weights(instance, built_domain, tiny_chat_dir):
+    key = MultiPartitionKey({"method": "duet-zero-shot", "domain": "amazon-fixture"})
+    job = defs.resolve_job_def("profiler_training")
+    assert job.execute_in_process(partition_key=key, instance=instance, run_config={"resources": _tiny(tiny_chat_dir)}).success
+    meta, version = _metadata(instance, "profiler_checkpoint", key)
+    assert meta["step"].value == 0 and meta["trained_now"].value == 0 and version == dir_content_hash(tiny_chat_dir)
+    profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.generated_profiles WHERE domain = ? AND method = ?",
+                      "amazon-fixture", "duet-zero-shot")
+    assert len(profiles) == 6 and set(profiles["model_version"]) == {version}
+    assert (profiles["profile_tokens"] > 16).any()  # DUET's completion budget (192) overrides the resource's 16
