@@ -29,6 +29,11 @@ class TrainingResource(ConfigurableResource):
     seed: int = _GRPO.seed
     compute_dtype: str = _GRPO.compute_dtype  # "float32" or "bfloat16" (bf16 dots, f32 accumulation and masters)
     remat: bool = _GRPO.remat  # recompute layer activations in the backward pass (less memory, one more forward)
+    # LoRA: 0 trains every weight (full fine-tune); a rank trains only adapters on `lora_targets` (q, k, v, o, gate,
+    # up, down) scaled by lora_alpha / lora_rank, and checkpoints hold the adapters.
+    lora_rank: int = _GRPO.lora_rank
+    lora_alpha: float = _GRPO.lora_alpha
+    lora_targets: list[str] = list(_GRPO.lora_targets)
 
     @classmethod
     def of(cls, config: GRPOConfig, **overrides) -> TrainingResource:
@@ -37,7 +42,8 @@ class TrainingResource(ConfigurableResource):
         return cls(**{**values, **overrides})
 
     def config(self, advantage: str) -> GRPOConfig:
-        return GRPOConfig(advantage=advantage, **self.model_dump())
+        values = self.model_dump()
+        return GRPOConfig(advantage=advantage, **{**values, "lora_targets": tuple(values["lora_targets"])})
 
 
 class SCLResource(ConfigurableResource):

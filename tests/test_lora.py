@@ -190,3 +190,23 @@ def test_lora_training_changes_only_the_adapted_projections_and_resumes(tiny_cha
         train_profiler(ChatLM(tiny_chat_dir), _data(), METHODS["rlaif"], GRPOConfig(steps=3, users_per_step=2, rollouts=2),
                        tmp_path / "resumed", RewardModels(judge=ScriptedJudge(["7", "2", "9", "4"])), log=lambda _: None)
 
+
+
+@pytest.mark.fast
+def test_the_training_resource_passes_lora_on_and_only_a_lora_run_has_a_new_run_key():
+    from profilekit.training import run_key
+    from resources.training import TrainingResource
+
+    config = TrainingResource(lora_rank=8, lora_alpha=16.0, lora_targets=["q", "v"]).config("group")
+    assert config.lora == LoraConfig(rank=8, alpha=16.0, targets=("q", "v"))
+    assert TrainingResource().config("group").lora is None  # full fine-tune by default
+    with pytest.raises(ValueError, match="targets"):
+        TrainingResource(lora_rank=8, lora_targets=["q", "lm_head"]).config("group")
+
+    method = METHODS["blue"]
+    full = run_key(method, GRPOConfig(), "base", "data")
+    # The LoRA settings of a full fine-tune do not enter its key (runs trained before LoRA keep theirs) ...
+    assert run_key(method, GRPOConfig(lora_alpha=1.0, lora_targets=("q",)), "base", "data") == full
+    # ... a LoRA run's do.
+    lora = run_key(method, GRPOConfig(lora_rank=8), "base", "data")
+    assert len({full, lora, run_key(method, GRPOConfig(lora_rank=8, lora_alpha=1.0), "base", "data")}) == 3
