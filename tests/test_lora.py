@@ -2,6 +2,9 @@
 differentiated by JAX, the first LoRA update against the full fine-tune, a checkpoint that merges back into the
 same weights, and a LoRA training run that changes only the adapted projections and resumes."""
 
+import json
+import subprocess
+import sys
 from dataclasses import asdict
 
 import jax
@@ -18,7 +21,7 @@ from profilekit.llm.model import load_lm
 from profilekit.methods import METHODS
 from profilekit.profiler import ChatLM
 from profilekit.training import GRPOConfig, RewardModels, train_profiler
-from tests.conftest import TEST_DATA
+from tests.conftest import ROOT, TEST_DATA
 from tests.test_grpo import G, _batch
 from tests.test_training import ScriptedJudge, _data
 from tests.tiny_llm import write_tiny_lm
@@ -226,3 +229,16 @@ def test_the_training_resource_passes_lora_on_and_only_a_lora_run_has_a_new_run_
     # ... a LoRA run's do.
     lora = run_key(method, GRPOConfig(lora_rank=8), "base", "data")
     assert len({full, lora, run_key(method, GRPOConfig(lora_rank=8, lora_alpha=1.0), "base", "data")}) == 3
+
+
+def test_lora_steps_on_a_two_device_mesh_equal_the_unsharded_steps():
+    path = write_tiny_lm(TEST_DATA / "tiny-llama", "llama")
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "tests.processes.sharded_step", str(path), "lora"], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 2 and out["mesh_devices"] == 2 and out["single_devices"] == 1
+    assert out["mesh"] == pytest.approx(out["single"], rel=1e-5, abs=1e-7)
+    assert out["mesh"][1] != pytest.approx(out["mesh"][0], rel=1e-4)  # the first update changed the policy
+    assert np.allclose(out["mesh_emb"], out["single_emb"], atol=1e-6)  # the merged q projection of layer 1
