@@ -195,9 +195,9 @@ def train_profiler(
     history: list[dict] = []
     resumed_from = store.latest_step()
     if resumed_from is not None:
-        saved = store.meta(resumed_from)  # a full fine-tune's parameters are the whole model, whatever its base
-        if lora_of(saved) != lora or (lora is not None and saved["base_version"] != policy.version):
-            raise ValueError(f"{checkpoint_dir} holds a checkpoint of another run ({saved}), not of {meta}")
+        stored = store.meta(resumed_from)  # a full fine-tune's parameters are the whole model, whatever its base
+        if lora_of(stored) != lora or (lora is not None and stored["base_version"] != policy.version):
+            raise ValueError(f"{checkpoint_dir} holds a checkpoint of another run ({stored}), not of {meta}")
         trainer.params, trainer.opt_state, history = store.restore(resumed_from, trainer.params, trainer.opt_state)
         trainer.write_into(policy.lm.model)
         policy.sampler.reload_weights()
