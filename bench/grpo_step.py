@@ -9,7 +9,11 @@ rarely constant). A step is everything from sampling the rollouts to having the 
 - ours: the project's trainer itself (`profilekit.training.train_profiler`, per-step seconds from its log):
   `Sampler.generate` (each prompt prefilled once, its KV cache shared by its G rollouts), reward,
   `PolicyTrainer.step` (reference log-probs and the policy's forward + backward in one jitted function; no
-  old-policy pass since there is one update per batch), then `write_into` + `reload_weights`;
+  old-policy pass since there is one update per batch), then `write_into` + `reload_weights`; "ours" in f32,
+  "ours-bf16" in bf16 (bf16 sampler weights, bf16 dots with f32 accumulation and masters);
+- ours-lora: the same trainer in bf16 with LoRA (--lora-rank, --lora-alpha, on every projection of every layer):
+  `AdapterTrainer.step` (the base weights are the reference, no dW dots, optimizer over the adapters only), then
+  the adapters merged into the sampler's weights;
 - tunix: one `GRPOLearner` global step: rollout of B·G rows (each prompt prefilled G times, left-padded to
   --tunix-prompt-length), reference log-probs pass, reward and advantages, one actor train step (no old-policy
   pass when num_iterations is 1, and no weight sync: on one mesh the rollout shares the actor's weights);
@@ -26,7 +30,8 @@ contenders; they are reported next to the times.
 These are measurements for docs, not tests: they depend on the machine and on what else runs on it.
 
     .venv/bin/python bench/grpo_step.py [--model DIR] [--prompts 4] [--rollouts 4] [--new-tokens 85] [--steps 3]
-                                        [--warmup 1] [--only ours,tunix,trl]
+                                        [--warmup 1] [--lora-rank 16] [--lora-alpha 32]
+                                        [--only ours,ours-bf16,ours-lora,tunix,trl]
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEFAULT_MODEL = ROOT / ".data/store/profiler_base_weights/smollm2-135m-instruct/hf"
-CONTENDERS = ("ours", "ours-bf16", "tunix", "trl")
+CONTENDERS = ("ours", "ours-bf16", "ours-lora", "tunix", "trl")
 MOVIES = [
     "[Toy Story (1995) | 5]", "[Heat (1995) | 4]", "[Fargo (1996) | 5]", "[Casablanca (1942) | 4]",
     "[Alien (1979) | 4]", "[The Godfather (1972) | 5]", "[Jumanji (1995) | 3]", "[Braveheart (1995) | 4]",
@@ -98,10 +103,11 @@ def shared_config(args: argparse.Namespace) -> GRPOConfig:
                       max_new_tokens=args.new_tokens)
 
 
-def run_ours(args: argparse.Namespace, dtype: str = "float32") -> dict:
+def run_ours(args: argparse.Namespace, dtype: str = "float32", lora: bool = False) -> dict:
     """The project's own trainer (`train_profiler`, one call for all steps) with a method whose only reward term is
-    the completion hash; with bf16 the sampler holds bf16 weights and the step computes in bf16 (f32 masters).
-    The step time is the trainer's own per-step record (sampling to weights back in the sampler)."""
+    the completion hash; with bf16 the sampler holds bf16 weights and the step computes in bf16 (f32 masters);
+    with `lora` only adapters of rank --lora-rank are trained. The step time is the trainer's own per-step record
+    (sampling to weights back in the sampler)."""
     from dataclasses import replace
 
     from profilekit.methods import Method, Term, reward_term
@@ -112,7 +118,8 @@ def run_ours(args: argparse.Namespace, dtype: str = "float32") -> dict:
     def _completion_hash(inputs):
         return inputs.grid([text_reward(t) for t in inputs.profiles]), {}
 
-    config = replace(shared_config(args), compute_dtype=dtype, remat=args.remat, save_every=args.steps + 1)
+    config = replace(shared_config(args), compute_dtype=dtype, remat=args.remat, save_every=args.steps + 1,
+                     lora_rank=args.lora_rank if lora else 0, lora_alpha=args.lora_alpha)
     chat = ChatLM(args.model, dtype=dtype)
     conversations = profiler_conversations(args.prompts, args.history_lines)
     n = len(conversations)
@@ -277,8 +284,8 @@ def run_trl(args: argparse.Namespace) -> dict:
             "completion_tokens": float(np.mean(generated))}
 
 
-RUNNERS = {"ours": run_ours, "ours-bf16": lambda args: run_ours(args, "bfloat16"), "tunix": run_tunix,
-           "trl": run_trl}
+RUNNERS = {"ours": run_ours, "ours-bf16": lambda args: run_ours(args, "bfloat16"),
+           "ours-lora": lambda args: run_ours(args, "bfloat16", lora=True), "tunix": run_tunix, "trl": run_trl}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -310,11 +317,12 @@ def _steady(result: dict, warmup: int) -> float:
     return sum(rest) / len(rest)
 
 
-def roofline_seconds(model: Path, result: dict, rollouts: int, bf16: bool, remat: bool,
+def roofline_seconds(model: Path, result: dict, rollouts: int, bf16: bool, remat: bool, lora: bool = False,
                      gflops: float = 370.0, bandwidth: float = 25.0) -> float:
     """A floor for one step on this machine (DATA.md: 370 GFLOP/s bf16, half in f32, 25 GB/s): decode steps that
     stream the weights or run their dots, whichever is slower, plus the update's dots (reference forward, policy
-    forward and backward, and a second forward when layers are rematerialised), each prompt prefilled once."""
+    forward and backward, and a second forward when layers are rematerialised), each prompt prefilled once. With
+    LoRA the backward pass has no weight-gradient dots (half the backward); the adapters' own dots are left out."""
     config = json.loads((model / "config.json").read_text())
     d, f = config["hidden_size"], config["intermediate_size"]
     head = config.get("head_dim") or d // config["num_attention_heads"]
@@ -325,7 +333,7 @@ def roofline_seconds(model: Path, result: dict, rollouts: int, bf16: bool, remat
     rows, new = len(result["prompt_tokens"]) * rollouts, result["completion_tokens"]
     decode = new * max(params * (2 if bf16 else 4) / (bandwidth * 1e9), 2 * params * rows / peak)
     tokens = sum(result["prompt_tokens"]) + rows * new
-    passes = 1 + 1 + 2 + (1 if remat else 0)
+    passes = 1 + 1 + (1 if lora else 2) + (1 if remat else 0)
     return decode + 2 * params * tokens * (1 + passes) / peak
 
 
@@ -342,8 +350,8 @@ def report(results: dict[str, dict | None], warmup: int, args: argparse.Namespac
             continue
         warm = " + ".join(f"{s:.2f}" for s in result["step_seconds"][:warmup])
         steady = _steady(result, warmup)
-        floor = roofline_seconds(args.model, result, args.rollouts, name == "ours-bf16",
-                                 args.remat if name.startswith("ours") else name == "trl")
+        floor = roofline_seconds(args.model, result, args.rollouts, name in ("ours-bf16", "ours-lora"),
+                                 args.remat if name.startswith("ours") else name == "trl", lora=name == "ours-lora")
         print(
             f"| {name} | {warm} | {steady:.2f} | {floor:.2f} | {floor / steady:.0%} | "
             f"{result['peak_rss_kb'] / 2**20:.2f} | {result['completion_tokens']:.1f} | "
@@ -367,6 +375,8 @@ def main() -> None:
                         help="tunix's static prompt width (its own choice for a ~270-token prompt: next power of 2)")
     parser.add_argument("--remat", action=argparse.BooleanOptionalAction, default=True,
                         help="ours: recompute each layer in the backward pass (--no-remat keeps activations)")
+    parser.add_argument("--lora-rank", type=int, default=16, help="ours-lora: adapter rank")
+    parser.add_argument("--lora-alpha", type=float, default=32.0, help="ours-lora: adapter scale numerator (alpha / rank)")
     parser.add_argument("--only", default=",".join(CONTENDERS), help="comma-separated subset of %(default)s")
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -381,7 +391,8 @@ def main() -> None:
     argv = ["--model", str(args.model), "--prompts", str(args.prompts), "--rollouts", str(args.rollouts),
             "--new-tokens", str(args.new_tokens), "--steps", str(args.steps), "--warmup", str(args.warmup),
             "--history-lines", str(args.history_lines), "--tunix-prompt-length", str(args.tunix_prompt_length),
-            "--remat" if args.remat else "--no-remat"]
+            "--remat" if args.remat else "--no-remat", "--lora-rank", str(args.lora_rank), "--lora-alpha",
+            str(args.lora_alpha)]
     results = {}
     for name in names:  # one at a time: concurrent contenders would share the cores and distort each other
         print(f"running {name} ...", file=sys.stderr, flush=True)

@@ -20,11 +20,12 @@ import numpy as np
 import optax
 import pandas as pd
 
-from profilekit.checkpoints import CheckpointStore, params_digest
+from profilekit.checkpoints import CheckpointStore, lora_of, params_digest
 from profilekit.contexts import profile_views
 from profilekit.duet import item_evidence, rating_scale
 from profilekit.embedder import Embedder
 from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
+from profilekit.llm.lora import ALL_PROJECTIONS, AdapterTrainer, LoraConfig
 from profilekit.llm.sampler import SamplingConfig
 from profilekit.methods import Method, RewardInputs
 from profilekit.metrics import ndcg_at_k, recall_at_k, target_ranks
@@ -64,6 +65,15 @@ class GRPOConfig:
     validation_users: int = 16
     validate_every: int = 5
     validation_temperature: float = 0.7
+    # LoRA (profilekit.llm.lora): rank 0 is a full fine-tune; above 0 only adapters of rank `lora_rank` on the
+    # `lora_targets` projections of every layer are trained, scaled by lora_alpha / lora_rank.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ALL_PROJECTIONS
+
+    @property
+    def lora(self) -> LoraConfig | None:
+        return LoraConfig(self.lora_rank, self.lora_alpha, tuple(self.lora_targets)) if self.lora_rank else None
 
     def __post_init__(self):
         if self.advantage not in ("group", "batch"):
@@ -72,6 +82,9 @@ class GRPOConfig:
             raise ValueError("GRPO needs at least 2 rollouts per user")
         if self.validate_every < 1:
             raise ValueError(f"validate_every must be >= 1, got {self.validate_every}")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be 0 (full fine-tune) or a LoRA rank, got {self.lora_rank}")
+        _ = self.lora  # validates the LoRA settings
 
 
 # The paper's budgets (METHOD §4), used by the gcp environment; "1 epoch" over the train users is `steps` there.
@@ -85,11 +98,13 @@ _NOT_IN_RUN_KEY = ("steps", "validate_every", "validation_temperature")
 
 
 def run_key(method: Method, config: GRPOConfig, base_version: str, data_version: str) -> str:
-    """Identifies a training run; `steps` is left out so raising it continues the same run from its checkpoint."""
+    """Identifies a training run; `steps` is left out so raising it continues the same run from its checkpoint,
+    and so are the LoRA settings of a full fine-tune, which keeps the runs trained before LoRA existed."""
+    fields = {**asdict(config), **dict.fromkeys(_NOT_IN_RUN_KEY)}
+    if not config.lora_rank:
+        fields = {k: v for k, v in fields.items() if not k.startswith("lora_")}
     payload = json.dumps(
-        {"method": method.fingerprint(), "config": {**asdict(config), **dict.fromkeys(_NOT_IN_RUN_KEY)},
-         "base": base_version,
-         "data": data_version},
+        {"method": method.fingerprint(), "config": fields, "base": base_version, "data": data_version},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -274,12 +289,18 @@ def train_profiler(
     tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adamw(config.learning_rate))
     geometry = StepGeometry(config.rollouts, config.epsilon, config.beta, config.logprob_chunk, config.temperature,
                             config.compute_dtype, config.remat)
-    trainer = PolicyTrainer(policy.lm.model, tx, geometry)
+    lora = config.lora
+    trainer = (PolicyTrainer(policy.lm.model, tx, geometry) if lora is None
+               else AdapterTrainer(policy.lm.model, tx, geometry, lora, config.seed))
+    meta = {"base_version": policy.version, "lora": None if lora is None else asdict(lora)}
     store = CheckpointStore(checkpoint_dir)
     history: list[dict] = []
     curve: list[dict] = []
     resumed_from = store.latest_step()
     if resumed_from is not None:
+        stored = store.meta(resumed_from)  # a full fine-tune's parameters are the whole model, whatever its base
+        if lora_of(stored) != lora or (lora is not None and stored["base_version"] != policy.version):
+            raise ValueError(f"{checkpoint_dir} holds a checkpoint of another run ({stored}), not of {meta}")
         trainer.params, trainer.opt_state, saved = store.restore(resumed_from, trainer.params, trainer.opt_state)
         history, curve = saved["steps"], saved["validation"]
         trainer.write_into(policy.lm.model)
@@ -339,7 +360,7 @@ def train_profiler(
         if validation is not None and ((step + 1) % config.validate_every == 0 or step + 1 == config.steps):
             score_validation(step + 1)
         if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
-            store.save(step + 1, trainer.params, trainer.opt_state, {"steps": history, "validation": curve})
+            store.save(step + 1, trainer.params, trainer.opt_state, {"steps": history, "validation": curve}, meta)
         log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
         bar.set_postfix(reward=f"{record['reward_mean']:.3f}", refresh=False)
         bar.update(1)

@@ -32,6 +32,11 @@ class TrainingResource(ConfigurableResource):
     validation_users: int = _GRPO.validation_users  # held-out train users of the validation curve; 0: none
     validate_every: int = _GRPO.validate_every  # steps between validation evaluations (not part of the run's identity)
     validation_temperature: float = _GRPO.validation_temperature
+    # LoRA: 0 trains every weight (full fine-tune); a rank trains only adapters on `lora_targets` (q, k, v, o, gate,
+    # up, down) scaled by lora_alpha / lora_rank, and checkpoints hold the adapters.
+    lora_rank: int = _GRPO.lora_rank
+    lora_alpha: float = _GRPO.lora_alpha
+    lora_targets: list[str] = list(_GRPO.lora_targets)
 
     @classmethod
     def of(cls, config: GRPOConfig, **overrides) -> TrainingResource:
@@ -40,7 +45,8 @@ class TrainingResource(ConfigurableResource):
         return cls(**{**values, **overrides})
 
     def config(self, advantage: str) -> GRPOConfig:
-        return GRPOConfig(advantage=advantage, **self.model_dump())
+        values = self.model_dump()
+        return GRPOConfig(advantage=advantage, **{**values, "lora_targets": tuple(values["lora_targets"])})
 
 
 class SCLResource(ConfigurableResource):

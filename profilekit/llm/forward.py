@@ -59,18 +59,32 @@ def arch_of(model: nnx.Module) -> Arch | None:
     return Arch(c.num_heads, c.num_kv_heads, c.head_dim, float(c.rope_theta), float(c.norm_eps), **extra)
 
 
+@dataclass(frozen=True)
+class Projection:
+    """A layer's projection weight: where it lives in a tunix decoder layer and the einsum that applies it to the
+    layer's input (every contracted axis of the weight leads, the output axes follow)."""
+
+    variable: Callable[[nnx.Module], nnx.Variable]
+    spec: str
+
+
+PROJECTIONS = {
+    "q": Projection(lambda layer: layer.attn.q_proj.w, "btd,dnh->btnh"),
+    "k": Projection(lambda layer: layer.attn.k_proj.w, "btd,dkh->btkh"),
+    "v": Projection(lambda layer: layer.attn.v_proj.w, "btd,dkh->btkh"),
+    "o": Projection(lambda layer: layer.attn.o_proj.w, "btnh,nhd->btd"),
+    "gate": Projection(lambda layer: layer.mlp.gate_proj.kernel, "btd,df->btf"),
+    "up": Projection(lambda layer: layer.mlp.up_proj.kernel, "btd,df->btf"),
+    "down": Projection(lambda layer: layer.mlp.down_proj.kernel, "btf,fd->btd"),
+}
+
+
 def _layer_weights(layer: nnx.Module, arch: Arch) -> dict:
-    attn, mlp = layer.attn, layer.mlp
+    attn = layer.attn
     w = {
         "attn_norm": layer.input_layernorm.w.value,
         "mlp_norm": layer.post_attention_layernorm.w.value,
-        "q": attn.q_proj.w.value,
-        "k": attn.k_proj.w.value,
-        "v": attn.v_proj.w.value,
-        "o": attn.o_proj.w.value,
-        "gate": mlp.gate_proj.kernel.value,
-        "up": mlp.up_proj.kernel.value,
-        "down": mlp.down_proj.kernel.value,
+        **{name: p.variable(layer).value for name, p in PROJECTIONS.items()},
     }
     if arch.qkv_bias:
         w |= {"q_bias": attn.q_bias.value, "k_bias": attn.k_bias.value, "v_bias": attn.v_bias.value}
@@ -167,6 +181,29 @@ def _rope(x, sin, cos):
     return jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
 
 
+def adapter_specs(spec: str) -> tuple[str, str, str]:
+    """The einsums of a low-rank adapter (A, B) of the weight that `spec` applies: input x A ("btd,dr->btr"),
+    then (x A) x B ("btr,rnh->btnh"), and A x B, the weight's update in the weight's own shape ("dr,rnh->dnh").
+    A holds the weight's contracted axes and the rank r, B the rank and the weight's output axes."""
+    (sa, sw), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    contracted = "".join(c for c in sw if c in sa)
+    outputs = "".join(c for c in sw if c not in sa)
+    kept = "".join(c for c in sa if c not in contracted)
+    return f"{sa},{contracted}r->{kept}r", f"{kept}r,r{outputs}->{out}", f"{contracted}r,r{outputs}->{sw}"
+
+
+def project(name: str, h, w: dict):
+    """The layer's projection `name` of its input h (compute dtype) in f32, plus the low-rank update (h A) B where
+    `w["adapters"]` holds one for it (LoRA training: the base weight is applied as it is, never merged)."""
+    spec = PROJECTIONS[name].spec
+    out = einsum(spec, h, w[name])
+    adapter = w.get("adapters", {}).get(name)
+    if adapter is None:
+        return out
+    a_spec, b_spec, _ = adapter_specs(spec)
+    return out + einsum(b_spec, einsum(a_spec, h, adapter[0]).astype(h.dtype), adapter[1])
+
+
 # kv(k, v) -> (segments, carry): given this input's heads-major k, v [B, K, T, D], the (keys, values, mask)
 # segments the queries attend to (keys/values [B, K, S_i, D], mask [B, T, S_i]; one softmax over all of them),
 # and what the caller keeps (the updated cache, or k, v themselves).
@@ -179,9 +216,7 @@ def layer(w: dict, x, rope, arch: Arch, kv: KVPolicy):
     b, t, _ = x.shape
     heads, kv_heads, hd = arch.num_heads, arch.num_kv_heads, arch.head_dim
     h = _rms_norm(x, w["attn_norm"], arch.norm_eps).astype(cd)
-    q = einsum("btd,dnh->btnh", h, w["q"])
-    k = einsum("btd,dkh->btkh", h, w["k"])
-    v = einsum("btd,dkh->btkh", h, w["v"])
+    q, k, v = (project(name, h, w) for name in ("q", "k", "v"))
     if arch.qkv_bias:
         q = q + w["q_bias"].astype(jnp.float32).reshape(heads, hd)
         k = k + w["k_bias"].astype(jnp.float32).reshape(kv_heads, hd)
@@ -203,10 +238,10 @@ def layer(w: dict, x, rope, arch: Arch, kv: KVPolicy):
         einsum("bktgs,bksh->btkgh", p.astype(values.dtype), values)
         for p, (_, values, _) in zip(jnp.split(probs, bounds, axis=-1), segments)
     )
-    x = x + einsum("btnh,nhd->btd", out.astype(cd).reshape(b, t, heads, hd), w["o"])
+    x = x + project("o", out.astype(cd).reshape(b, t, heads, hd), w)
     h = _rms_norm(x, w["mlp_norm"], arch.norm_eps).astype(cd)
-    act = jax.nn.silu(einsum("btd,df->btf", h, w["gate"])) * einsum("btd,df->btf", h, w["up"])
-    return x + einsum("btf,fd->btd", act.astype(cd), w["down"]), carry
+    act = jax.nn.silu(project("gate", h, w)) * project("up", h, w)
+    return x + project("down", act.astype(cd), w), carry
 
 
 def embed(weights: dict, tokens):
@@ -291,7 +326,8 @@ def scanned_forward(weights: dict, stacked: dict, arch: Arch, tokens, positions,
     """The layers as one `lax.scan` over stacked weights (training). `past` = stacked (k, v) [L, B, K, P, D]
     that the input continues (past_mask [B, T, P]; mask [B, T, T] over the input itself); returns final hidden
     states and this input's stacked (k, v). Each layer is rematerialised under `policy` (a
-    `jax.checkpoint_policies` policy; None saves nothing)."""
+    `jax.checkpoint_policies` policy; None saves nothing). `stacked["adapters"]`, when present, holds LoRA
+    adapters (`project`) stacked over layers like the weights."""
     x = embed(weights, tokens)
     rope = rope_tables(positions, arch.head_dim, arch.rope_theta)
 

@@ -66,9 +66,12 @@ def _unshared_logps(model, prompt, prompt_valid, completion, *, samples, chunk, 
     return _logps_of_tokens(partial(project_logits, model), h[:, w - 1 : w + t - 1], completion, chunk, temperature)
 
 
-def _own_logps(model, arch: forward.Arch, prompt, prompt_valid, completion, *, samples, chunk, temperature, remat):
+def _own_logps(model, arch: forward.Arch, prompt, prompt_valid, completion, *, samples, chunk, temperature, remat,
+               adapters):
     weights = forward.weights_of(model, arch)
     stacked = forward.stack_layers(weights["layers"])
+    if adapters is not None:
+        stacked = {**stacked, "adapters": adapters}
     policy = None if remat else jax.checkpoint_policies.everything_saveable
     project = partial(forward.logits, weights)
     w, t = prompt.shape[1], completion.shape[1]
@@ -88,10 +91,12 @@ def _own_logps(model, arch: forward.Arch, prompt, prompt_valid, completion, *, s
 
 
 def completion_logps(model, prompt, prompt_valid, completion, *, samples: int, chunk: int = 32, temperature: float = 1.0,
-                     remat: bool = True):
+                     remat: bool = True, adapters: dict | None = None):
     """Per-token log-probs [B·G, T] of completions [B·G, T] (prompt-major rows) given left-padded prompts
     [B, W]; each prompt's prefill is computed once and its keys and values repeated for its `samples` rollouts.
-    `remat` recomputes each layer in the backward pass instead of keeping its activations.
+    `remat` recomputes each layer in the backward pass instead of keeping its activations. `adapters` (LoRA):
+    {projection: (A, B)} stacked over layers, scaled and in the compute dtype, added to the model's projections
+    (`profilekit.llm.forward.project`).
 
     llama, qwen2 and qwen3 run our forward (`profilekit.llm.forward`, in the dtype of the weights given). gemma3
     keeps tunix's and falls back to one uncached pass per rollout: tunix's sliding-window layers place a
@@ -99,7 +104,9 @@ def completion_logps(model, prompt, prompt_valid, completion, *, samples: int, c
     arch = forward.arch_of(model)
     if arch is not None:
         return _own_logps(model, arch, prompt, prompt_valid, completion, samples=samples, chunk=chunk,
-                          temperature=temperature, remat=remat)
+                          temperature=temperature, remat=remat, adapters=adapters)
+    if adapters is not None:
+        raise ValueError(f"LoRA adapters need our forward (llama, qwen2, qwen3), not {type(model).__name__}'s")
     return _unshared_logps(model, prompt, prompt_valid, completion, samples=samples, chunk=chunk, temperature=temperature)
 
 

@@ -1,7 +1,8 @@
 """Two GRPO steps of the tiny llama on one device and on a 2-device CPU mesh (run with
 XLA_FLAGS=--xla_force_host_platform_device_count=2); prints the losses and the first embedding values, as JSON.
+With `lora`, two LoRA steps instead, and the first values of a layer's merged q projection.
 
-    python -m tests.processes.sharded_step MODEL_DIR
+    python -m tests.processes.sharded_step MODEL_DIR [lora]
 """
 
 import json
@@ -12,11 +13,12 @@ import numpy as np
 import optax
 
 from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
+from profilekit.llm.lora import AdapterTrainer, LoraConfig
 from profilekit.llm.model import load_lm
 from resources.compute import ComputeResource
 
 
-def main(path: str) -> None:
+def main(path: str, lora: bool = False) -> None:
     rng = np.random.default_rng(0)
     prompt = rng.integers(3, 250, (2, 16)).astype(np.int32)
     valid = np.ones((2, 16), bool)
@@ -29,13 +31,21 @@ def main(path: str) -> None:
     mesh = ComputeResource(platform="cpu", mesh_shape=[2, 1]).mesh()
     for name, m in (("single", None), ("mesh", mesh)):
         lm = load_lm(path, mesh=m)
-        trainer = PolicyTrainer(lm.model, optax.adamw(1e-3), StepGeometry(samples=2, epsilon=0.2, beta=0.01, chunk=4))
+        geometry = StepGeometry(samples=2, epsilon=0.2, beta=0.01, chunk=4)
+        if lora:
+            trainer = AdapterTrainer(lm.model, optax.adamw(1e-2), geometry, LoraConfig(rank=4, alpha=8.0))
+        else:
+            trainer = PolicyTrainer(lm.model, optax.adamw(1e-3), geometry)
         out[name] = [trainer.step(prompt, valid, completion, mask, adv)["loss"] for _ in range(2)]
-        emb = trainer.params["embedder"]["input_embedding"].value
+        if lora:
+            trainer.write_into(lm.model)
+            emb = lm.model.layers[1].attn.q_proj.w.get_value()
+        else:
+            emb = trainer.params["embedder"]["input_embedding"].value
         out[name + "_emb"] = np.asarray(emb).ravel()[:50].tolist()
         out[name + "_devices"] = len(emb.sharding.device_set)
     print(json.dumps(out))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:] == ["lora"])
