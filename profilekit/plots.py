@@ -81,10 +81,11 @@ def loss_curve_png(log: list[dict], title: str) -> bytes:
 
 
 def _scatter_by(ax, table: pd.DataFrame, column: str, title: str) -> None:
-    """One colour per value of `column` (at most 20 distinct colours; tab20 repeats beyond)."""
+    """One colour per value of `column` (10 distinct colours, 20 when there are more values; they repeat beyond)."""
     plt = _pyplot()
-    colours = plt.get_cmap("tab20")
-    for n, (label, rows) in enumerate(table.groupby(column, sort=True)):
+    groups = table.groupby(column, sort=True)
+    colours = plt.get_cmap("tab10" if groups.ngroups <= 10 else "tab20")
+    for n, (label, rows) in enumerate(groups):
         ax.scatter(rows["x"], rows["y"], s=10, alpha=0.8, color=colours(n % 20), label=label)
     ax.set_title(title)
     ax.set_xticks([])
