@@ -99,16 +99,18 @@ def dominant_genres(examples: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame
 
 
 def tsne_coordinates(vectors: np.ndarray, seed: int, perplexity: float = 30.0) -> np.ndarray:
-    """2-D t-SNE of L2-normalised vectors (scikit-learn, cosine distances, exact gradient): with the same vectors
-    and seed the coordinates are identical on every rebuild (Barnes-Hut's multithreaded sums are not)."""
+    """2-D t-SNE of L2-normalised vectors (scikit-learn's Barnes-Hut, cosine distances, PCA start) on one
+    OpenMP thread, so the same vectors and seed give identical coordinates whatever the machine's core count."""
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     n = len(vectors)
     if n < 3:
         raise ValueError(f"t-SNE needs at least 3 points, got {n}")
     tsne = TSNE(n_components=2, perplexity=min(perplexity, (n - 1) / 3), metric="cosine", init="pca",
-                method="exact", random_state=seed, n_jobs=1)
-    return tsne.fit_transform(np.asarray(vectors, dtype=np.float64))
+                random_state=seed, n_jobs=1)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return tsne.fit_transform(np.asarray(vectors, dtype=np.float64))
 
 
 def tsne_table(contexts: pd.DataFrame, vectors: np.ndarray, genres: pd.DataFrame, seed: int) -> pd.DataFrame:

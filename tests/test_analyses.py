@@ -183,3 +183,26 @@ def _png_size(png: bytes) -> tuple[int, int]:
         image.load()
         return image.size
 
+
+
+def test_ablation_grid_trains_blue_first_then_each_variant_then_evaluates_every_domain():
+    from dagster import MultiPartitionKey
+
+    from jobs.ablation_grid import plan
+    from orchestration.definitions import defs
+
+    config = {"resources": {"training": {"config": {"steps": 7}}}}
+    steps = plan("src", ["src", "other"], ["blue-u2i", "blue-no-text"], config)
+    key = lambda method, domain: MultiPartitionKey({"method": method, "domain": domain})  # noqa: E731
+    assert steps == [
+        ("ablation_training", key("blue", "src"), config), ("profiling", key("blue", "other"), {}),
+        ("ablation_training", key("blue-u2i", "src"), config), ("profiling", key("blue-u2i", "other"), {}),
+        ("ablation_training", key("blue-no-text", "src"), config), ("profiling", key("blue-no-text", "other"), {}),
+        ("evaluation", "src", {}), ("analyses", "src", {}), ("evaluation", "other", {}), ("analyses", "other", {}),
+    ]  # one training config for BLUE and every variant: the same recipe and budget
+    for job in {name for name, _, _ in steps}:
+        defs.resolve_job_def(job)  # every job of the plan exists
+    selected = {k.to_user_string() for k in defs.resolve_job_def("analyses").asset_layer.selected_asset_keys}
+    assert selected == {"ablation_metrics", "user_embedding_tsne", "efficiency_frontier"}
+    data = {k.to_user_string() for k in defs.resolve_job_def("domain_data").asset_layer.selected_asset_keys}
+    assert not selected & data  # the analyses need the metrics, which domain_data does not compute
