@@ -104,6 +104,8 @@ def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance, built_
     assert len(profiles) == 6 and (profiles["profile_tokens"] > 0).all() and (profiles["method"] == "Base").all()
     qa = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_metrics WHERE domain = ?", "amazon-fixture")
     assert sorted(qa["context"]) == ["10-H", "10H+P", "All-H", "P"] and (qa["n_examples"] == 3).all()
+    qa_summary = _metadata(instance, "qa_metrics", "amazon-fixture")[0]["summary"].value
+    assert sorted(r.data["context"] for r in qa_summary.records) == sorted(qa["context"])
     qa_rows = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_example_scores WHERE domain = ?", "amazon-fixture")
     assert int((~qa_rows["mc_parsed"]).sum()) == int(qa["mc_unparsed"].sum())  # unparseable answers are counted
 
@@ -188,6 +190,8 @@ def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instanc
         (s, m, c) for s in ("cross-domain", "in-domain") for m, c in (("history", "10-H"), ("Base", "10H+P"), ("blue", "10H+P"))
     }
     assert (source["n_examples"] == 6).all()
+    summary = _metadata(instance, "scl_metrics", "amazon-fixture")[0]["summary"].value
+    assert len(summary.records) == len(source) and "setting" in {c.name for c in summary.schema.columns}
     blue = source[source["method"] == "blue"]
     assert blue["t_pvalue_vs_ref"].isna().all()
     others = source[source["method"] != "blue"]
