@@ -23,6 +23,12 @@ UNKNOWN_GENRE = "unknown"
 # Table 6: every registered variant of BLUE's reward or advantage estimator.
 ABLATION_VARIANTS = tuple(m for m in METHODS if m.startswith(f"{REFERENCE_METHOD}-"))
 
+ABLATION_COLUMNS = [
+    "domain", "method", "context", "n_examples", "n_qa", "n_paired", "n_qa_paired",
+    *[c for metric, _, _ in ABLATION_METRICS
+      for c in (metric, f"delta_{metric}", f"{metric}_t_pvalue", f"{metric}_wilcoxon_pvalue")],
+]
+
 
 def ablation_table(
     rec_scores: pd.DataFrame, qa_scores: pd.DataFrame, methods: Sequence[str], reference: str = REFERENCE_METHOD
@@ -57,12 +63,6 @@ def ablation_table(
             rows.append(row)
     return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
 
-
-ABLATION_COLUMNS = [
-    "domain", "method", "context", "n_examples", "n_qa", "n_paired", "n_qa_paired",
-    *[c for metric, _, _ in ABLATION_METRICS
-      for c in (metric, f"delta_{metric}", f"{metric}_t_pvalue", f"{metric}_wilcoxon_pvalue")],
-]
 
 
 def _rows(frame: pd.DataFrame, method: str, context: str) -> pd.DataFrame:
