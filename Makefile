@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 export PROFILEKIT_MAKE_STARTED := $(shell date +%s)
 DOMAINS ?= ml-1m
 
-.PHONY: setup run test test-fast lint dev clean chromium
+.PHONY: setup run ablation test test-fast lint dev clean chromium
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ $(DAGSTER_HOME)/dagster.yaml:
 
 run: setup $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -W ignore -m jobs.default_run --domains $(DOMAINS)
+
+# Table 6 after `make run`: BLUE and every blue-* variant with one budget, their metrics and analyses.
+ablation: setup $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -W ignore -m jobs.ablation_grid --domains $(DOMAINS)
 
 test: setup chromium
 	$(PY) -m pytest -q -rs

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, BackfillPolicy, DataVersion, MetadataValue, Output
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    BackfillPolicy,
+    DataVersion,
+    MetadataValue,
+    Output,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+)
 from dagster_pandera import pandera_schema_to_dagster_type
 
 from assets.automation import on_upstream_data_change
@@ -57,7 +68,7 @@ def typed(schema) -> dict:
 
 
 # Wall-time measurements differ on every run; they must not make an identical result look new.
-VOLATILE_COLUMNS = ("seconds",)
+VOLATILE_COLUMNS = ("seconds", "embedding_seconds", "seconds_per_user")
 
 
 def frame_version(df: pd.DataFrame) -> DataVersion:
@@ -76,6 +87,37 @@ def table_output(df: pd.DataFrame, output_name: str = "result", **metadata) -> O
         data_version=frame_version(df),
         metadata={"rows": len(df), "preview": MetadataValue.md(preview), **metadata},
     )
+
+
+def _column_type(dtype) -> str:
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    return "string"
+
+
+def _cell(value, digits: int):
+    """A JSON-safe cell: the UI parses each record as JSON, where NaN is not a value (an empty cell instead)."""
+    if value is None or (isinstance(value, float | np.floating) and not np.isfinite(value)):
+        return None
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer | int):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        return round(float(value), digits)
+    return str(value)
+
+
+def metadata_table(df: pd.DataFrame, digits: int = 4) -> MetadataValue:
+    """A table the Dagster UI renders inline (typed columns, floats rounded to `digits`)."""
+    schema = TableSchema(columns=[TableColumn(name=str(c), type=_column_type(df[c].dtype)) for c in df.columns])
+    records = [TableRecord(data={str(c): _cell(v, digits) for c, v in zip(df.columns, row)})
+               for row in df.itertuples(index=False, name=None)]
+    return MetadataValue.table(records=records, schema=schema)
 
 
 def check_result(

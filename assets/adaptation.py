@@ -22,6 +22,7 @@ from assets._common import (
     PARTITIONED,
     artifact_output,
     frame_version,
+    metadata_table,
     table_output,
     typed,
 )
@@ -187,5 +188,5 @@ def scl_metrics(context: AssetExecutionContext, warehouse_reader: WarehouseReade
         raise Failure(f"no scl_example_scores for {context.partition_key}: materialize them first")
     metrics = metrics_by_setting(scores)
     chart = grouped_bars_png(metrics.assign(domain=metrics["setting"]), "ndcg10", f"NDCG@10 with SCL on {context.partition_key}")
-    yield table_output(metrics, summary=MetadataValue.md(metrics.to_markdown(index=False, floatfmt=".4f")),
+    yield table_output(metrics, summary=metadata_table(metrics),
                        chart=MetadataValue.md(markdown_image(chart, "NDCG@10 with SCL")))

@@ -10,7 +10,16 @@ from dagster import (
     multi_asset,
 )
 
-from assets._common import ARTIFACT, LLM_HEAVY, ONE_PARTITION_PER_RUN, TABLE_OUT, artifact_output, table_output, typed
+from assets._common import (
+    ARTIFACT,
+    LLM_HEAVY,
+    ONE_PARTITION_PER_RUN,
+    TABLE_OUT,
+    artifact_output,
+    metadata_table,
+    table_output,
+    typed,
+)
 from assets.automation import on_upstream_data_change
 from assets.partitions import domain_partitions, from_domain
 from profilekit.contexts import evaluation_contexts
@@ -41,10 +50,6 @@ from resources.warehouse import WarehouseReader
 # back the automation of the metrics).
 TRAINED_PROFILES = AssetDep("generated_profiles", partition_mapping=from_domain)
 METRIC_TABLE = {**TABLE_OUT, "automation_condition": on_upstream_data_change(gathered=("generated_profiles",))}
-
-
-def _md(table: pd.DataFrame) -> MetadataValue:
-    return MetadataValue.md(table.to_markdown(index=False, floatfmt=".4f"))
 
 
 def _headline(metrics: pd.DataFrame, column: str, label: str) -> MetadataValue:
@@ -105,7 +110,7 @@ def recommendation_eval(
     metrics = with_significance(summarize(scores), scores, "ndcg10")
     yield table_output(scores, "rec_example_scores", evaluated_users=examples["user_id"].nunique())
     chart = markdown_image(grouped_bars_png(metrics, "ndcg10", "NDCG@10 by context"), "NDCG@10")
-    yield table_output(metrics, "rec_metrics", summary=_md(metrics), chart=MetadataValue.md(chart),
+    yield table_output(metrics, "rec_metrics", summary=metadata_table(metrics), chart=MetadataValue.md(chart),
                        headline=_headline(metrics, "ndcg10", "N@10"))
 
 
@@ -148,7 +153,7 @@ def qa_eval(
     metrics = with_significance(summarize_qa(scores), scores, "mc_correct")
     yield table_output(scores, "qa_example_scores", judge_version=judge.version)
     chart = markdown_image(grouped_bars_png(metrics, "mc_accuracy", "next-item MC accuracy by context"), "MC accuracy")
-    yield table_output(metrics, "qa_metrics", summary=_md(metrics), chart=MetadataValue.md(chart),
+    yield table_output(metrics, "qa_metrics", summary=metadata_table(metrics), chart=MetadataValue.md(chart),
                        headline=_headline(metrics, "mc_accuracy", "MC accuracy"))
 
 
@@ -161,5 +166,5 @@ def rating_metrics(qa_example_scores: pd.DataFrame, interactions: pd.DataFrame):
     the rating rounded on the domain's observed scale), each paired-tested on the absolute error against Base and
     against BLUE on the same examples."""
     table = rating_metrics_table(qa_example_scores, rating_scale(interactions["rating"]))
-    return table_output(table, summary=_md(table[table["vs_method"] == "Base"]),
+    return table_output(table, summary=metadata_table(table[table["vs_method"] == "Base"]),
                         headline=_headline(table[table["vs_method"] == "Base"], "rating_mae", "rating MAE"))

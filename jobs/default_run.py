@@ -1,7 +1,8 @@
 """`make run`: materialize the default graph on real data and print the metric tables.
 
 Per domain: tables, item embeddings and Base profiles; then a short GRPO run of each chosen method on the
-source domain, its profiles of every chosen domain, and the metrics of every domain (BLUE next to Base).
+source domain, its profiles of every chosen domain, and the metrics and analyses (Table 6, t-SNE, frontier) of
+every domain (BLUE next to Base).
 Runs are recorded in the Dagster instance at $DAGSTER_HOME, so `dagster dev` shows them afterwards.
 """
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for method in args.methods:
         plan.append(("profiler_training", MultiPartitionKey({"method": method, "domain": source}), training))
         plan += [("profiling", MultiPartitionKey({"method": method, "domain": d}), {}) for d in args.domains if d != source]
-    plan += [("evaluation", d, {}) for d in args.domains]
+    plan += [(job, d, {}) for d in args.domains for job in ("evaluation", "analyses")]
     logs = VERBOSE_LOGS if args.verbose else QUIET_LOGS
     try:
         for job_name, key, run_config in plan:

@@ -1,4 +1,5 @@
-"""Asset jobs: per-domain data and evaluation, per (method, domain) training and profiling, and the SCL grid."""
+"""Asset jobs: per-domain data, evaluation and analyses, per (method, domain) training and profiling (and the
+Table-6 ablation grid), and the SCL grid."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from assets.partitions import domain_partitions, method_domain_partitions, scl_p
 
 TRAINING = AssetSelection.assets("profiler_checkpoint", "generated_profiles")
 ADAPTATION = AssetSelection.groups("adaptation")
+ANALYSES = AssetSelection.groups("analyses")
 DOMAIN_ASSETS = AssetSelection.all() - TRAINING - ADAPTATION - AssetSelection.assets("method_configs")
 
 default_graph_job = define_asset_job(
@@ -15,17 +17,31 @@ default_graph_job = define_asset_job(
     selection=DOMAIN_ASSETS,
     partitions_def=domain_partitions,
     description="Every per-domain asset: data -> embeddings -> Base profiles -> metrics (with the profiles of every "
-    "trained method that exists).",
+    "trained method that exists) -> analyses.",
 )
 domain_data_job = define_asset_job(
     "domain_data",
-    selection=DOMAIN_ASSETS - AssetSelection.groups("evaluation"),
+    selection=DOMAIN_ASSETS - AssetSelection.groups("evaluation") - ANALYSES,
     partitions_def=domain_partitions,
     description="One domain's tables, item embeddings and Base profiles.",
 )
 evaluation_job = define_asset_job(
     "evaluation", selection=AssetSelection.groups("evaluation"), partitions_def=domain_partitions,
     description="Recommendation and QA metrics of one domain, every method, with significance against BLUE.",
+)
+analyses_job = define_asset_job(
+    "analyses", selection=ANALYSES, partitions_def=domain_partitions,
+    description="The paper's comparison views of one domain: the Table-6 ablation table (BLUE and its blue-* "
+    "variants), the t-SNE map of user embeddings, and the quality / inference-cost frontier.",
+)
+ablation_training_job = define_asset_job(
+    "ablation_training",
+    selection=TRAINING,
+    partitions_def=method_domain_partitions,
+    description="Table 6: train BLUE and each blue-* variant with the same recipe and budget (the training "
+    "resource's config, one for all) on the source domain and write its profiles; from the UI, backfill the "
+    "blue and blue-* method partitions of the source domain (then of each evaluated domain), then run "
+    "`evaluation` and `analyses` per domain. `python -m jobs.ablation_grid` does all of it.",
 )
 profiler_training_job = define_asset_job(
     "profiler_training",

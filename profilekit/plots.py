@@ -97,3 +97,48 @@ def loss_curve_png(log: list[dict], title: str) -> bytes:
         lr.set_ylabel("learning rate", color="grey")
     fig.tight_layout()
     return _png(fig)
+
+
+def _scatter_by(ax, table: pd.DataFrame, column: str, title: str) -> None:
+    """One colour per value of `column` (10 distinct colours, 20 when there are more values; they repeat beyond)."""
+    plt = _pyplot()
+    groups = table.groupby(column, sort=True)
+    colours = plt.get_cmap("tab10" if groups.ngroups <= 10 else "tab20")
+    for n, (label, rows) in enumerate(groups):
+        ax.scatter(rows["x"], rows["y"], s=10, alpha=0.8, color=colours(n % 20), label=label)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=6, markerscale=1.5, loc="best")
+
+
+def tsne_png(table: pd.DataFrame, title: str) -> bytes:
+    """Two panels of the same t-SNE map (columns x, y): points coloured by method · context, and by the user's
+    dominant genre / category."""
+    plt = _pyplot()
+    series = table.assign(series=table["method"] + " · " + table["context"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), dpi=100)
+    _scatter_by(left, series, "series", "by method")
+    _scatter_by(right, series, "dominant_genre", "by dominant genre / category")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def frontier_png(table: pd.DataFrame, title: str) -> bytes:
+    """N@10 against inference seconds per user, one labelled point per method · context, the frontier joined."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.scatter(table["seconds_per_user"], table["ndcg10"], s=18, color="tab:blue")
+    for row in table.itertuples(index=False):
+        ax.annotate(f"{row.method} · {row.context}", (row.seconds_per_user, row.ndcg10), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    front = table[table["on_frontier"]].sort_values("seconds_per_user")
+    ax.plot(front["seconds_per_user"], front["ndcg10"], color="tab:red", marker="o", markersize=5, label="frontier")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("inference seconds per user (profile generation + embedding)")
+    ax.set_ylabel("NDCG@10")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

@@ -240,3 +240,67 @@ scl_metrics_schema = pa.DataFrameSchema(
     strict=True,
     name="scl_metrics",
 )
+
+_pvalue = pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True)
+
+ablation_metrics_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "method": pa.Column(str),
+        "context": pa.Column(str, pa.Check.isin(["P", "10H+P"])),
+        "n_examples": pa.Column("int64", pa.Check.ge(0)),
+        "n_qa": pa.Column("int64", pa.Check.ge(0)),
+        "n_paired": pa.Column("int64", pa.Check.ge(0)),
+        "n_qa_paired": pa.Column("int64", pa.Check.ge(0)),
+        **{
+            column: spec
+            for metric in ("ndcg10", "recall10", "mc_accuracy")
+            for column, spec in (
+                (metric, pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True)),
+                (f"delta_{metric}", pa.Column(float, pa.Check.in_range(-1.0, 1.0), nullable=True)),
+                (f"{metric}_t_pvalue", _pvalue),
+                (f"{metric}_wilcoxon_pvalue", _pvalue),
+            )
+        },
+    },
+    unique=["domain", "method", "context"],
+    coerce=True,
+    strict=True,
+    name="ablation_metrics",
+)
+
+user_embedding_tsne_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "user_id": _user,
+        "cut": pa.Column("int64", pa.Check.ge(0)),
+        "method": pa.Column(str),
+        "context": pa.Column(str, pa.Check.isin(["All-H", "10-H", "10H+P"])),
+        "x": pa.Column(float, pa.Check(lambda s: s.abs() < float("inf"), name="finite")),
+        "y": pa.Column(float, pa.Check(lambda s: s.abs() < float("inf"), name="finite")),
+        "dominant_genre": pa.Column(str),
+    },
+    unique=["domain", "user_id", "cut", "method", "context"],
+    coerce=True,
+    strict=True,
+    name="user_embedding_tsne",
+)
+
+efficiency_frontier_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "method": pa.Column(str),
+        "context": pa.Column(str, pa.Check.isin(["All-H", "10-H", "10H+P"])),
+        "n_examples": pa.Column("int64", pa.Check.ge(1)),
+        "ndcg10": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "recall10": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "generation_seconds": pa.Column(float, pa.Check.ge(0.0)),
+        "embedding_seconds": pa.Column(float, pa.Check.ge(0.0)),
+        "seconds_per_user": pa.Column(float, pa.Check.ge(0.0)),
+        "on_frontier": pa.Column(bool),
+    },
+    unique=["domain", "method", "context"],
+    coerce=True,
+    strict=True,
+    name="efficiency_frontier",
+)

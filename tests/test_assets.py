@@ -26,6 +26,8 @@ ASSETS = [
     "qa_example_scores",
     "qa_metrics",
     "rating_metrics",
+    "ablation_metrics",
+    "user_embedding_tsne",
 ]
 PARTITIONED_ASSETS = [a for a in ASSETS if a != "profiler_base_weights"]
 
@@ -98,10 +100,14 @@ def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance, built_
         assert per_example["ndcg10"].mean() == pytest.approx(row.ndcg10)
         assert (per_example["n_candidates"] == 100).all()
 
+    summary = _metadata(instance, "rec_metrics", "amazon-fixture")[0]["summary"].value  # a table the UI shows inline
+    assert len(summary.records) == len(metrics) and {"ndcg10", "t_pvalue_vs_ref"} <= {c.name for c in summary.schema.columns}
     profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.base_profiles WHERE domain = ?", "amazon-fixture")
     assert len(profiles) == 6 and (profiles["profile_tokens"] > 0).all() and (profiles["method"] == "Base").all()
     qa = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_metrics WHERE domain = ?", "amazon-fixture")
     assert sorted(qa["context"]) == ["10-H", "10H+P", "All-H", "P"] and (qa["n_examples"] == 3).all()
+    qa_summary = _metadata(instance, "qa_metrics", "amazon-fixture")[0]["summary"].value
+    assert sorted(r.data["context"] for r in qa_summary.records) == sorted(qa["context"])
     qa_rows = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_example_scores WHERE domain = ?", "amazon-fixture")
     assert int((~qa_rows["mc_parsed"]).sum()) == int(qa["mc_unparsed"].sum())  # unparseable answers are counted
     ratings = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rating_metrics WHERE domain = ?", "amazon-fixture")
@@ -195,6 +201,8 @@ def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instanc
         (s, m, c) for s in ("cross-domain", "in-domain") for m, c in (("history", "10-H"), ("Base", "10H+P"), ("blue", "10H+P"))
     }
     assert (source["n_examples"] == 6).all()
+    summary = _metadata(instance, "scl_metrics", "amazon-fixture")[0]["summary"].value
+    assert len(summary.records) == len(source) and "setting" in {c.name for c in summary.schema.columns}
     blue = source[source["method"] == "blue"]
     assert blue["t_pvalue_vs_ref"].isna().all()
     others = source[source["method"] != "blue"]
@@ -211,6 +219,66 @@ def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instanc
     per_user = target[target["setting"] == "cross-domain"]["ndcg10"]
     assert cross["n_examples"] == len(per_user) == 6 and cross["ndcg10"] == pytest.approx(per_user.mean())
     assert metrics["n_paired"].eq(0).all()  # no BLUE+SCL on this domain: nothing to pair with
+
+
+def test_ablation_variant_analyses_tsne_and_frontier(instance, trained_blue, tiny_chat_dir):
+    """A BLUE variant trained by the ablation job with BLUE's recipe, then the domain's evaluation and analyses:
+    Table 6 against BLUE on the same users, the t-SNE map (identical on a rebuild) and the frontier."""
+    tiny = _tiny(tiny_chat_dir)
+    variant = MultiPartitionKey({"method": "blue-no-text", "domain": "amazon-fixture"})
+    assert defs.resolve_job_def("ablation_training").execute_in_process(
+        partition_key=variant, instance=instance, run_config={"resources": tiny}).success
+    meta, _ = _metadata(instance, "profiler_checkpoint", variant)
+    assert meta["step"].value == _metadata(instance, "profiler_checkpoint", trained_blue)[0]["step"].value == 2
+    for job in ("evaluation", "analyses"):
+        assert defs.resolve_job_def(job).execute_in_process(partition_key="amazon-fixture", instance=instance).success
+
+    table = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.ablation_metrics WHERE domain = ?", "amazon-fixture")
+    assert sorted(zip(table["method"], table["context"])) == [
+        ("blue", "10H+P"), ("blue", "P"), ("blue-no-text", "10H+P"), ("blue-no-text", "P")]
+    scores = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_example_scores WHERE domain = ?", "amazon-fixture")
+    qa = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_example_scores WHERE domain = ?", "amazon-fixture")
+    for context in ("P", "10H+P"):
+        row = table[(table["method"] == "blue-no-text") & (table["context"] == context)].iloc[0]
+        mean = {m: scores[(scores["method"] == m) & (scores["context"] == context)]["ndcg10"].mean()
+                for m in ("blue", "blue-no-text")}
+        accuracy = {m: qa[(qa["method"] == m) & (qa["context"] == context)]["mc_correct"].mean()
+                    for m in ("blue", "blue-no-text")}
+        assert row["n_paired"] == 6 and row["n_qa_paired"] == 3 and 0.0 <= row["ndcg10_t_pvalue"] <= 1.0
+        assert row["delta_ndcg10"] == pytest.approx(mean["blue-no-text"] - mean["blue"])
+        assert row["delta_mc_accuracy"] == pytest.approx(accuracy["blue-no-text"] - accuracy["blue"])
+    assert table[table["method"] == "blue"]["delta_ndcg10"].isna().all()
+    meta, _ = _metadata(instance, "ablation_metrics", "amazon-fixture")
+    assert {r.data["method"] for r in meta["summary"].value.records} == {"blue", "blue-no-text"}
+
+    coords = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.user_embedding_tsne WHERE domain = ? "
+                    "ORDER BY method, context, user_id", "amazon-fixture")
+    assert coords.groupby(["method", "context"]).size().to_dict() == {
+        ("Base", "10H+P"): 6, ("blue", "10H+P"): 6, ("blue-no-text", "10H+P"): 6, ("history", "10-H"): 6,
+        ("history", "All-H"): 6}
+    assert set(coords["dominant_genre"]) == {"Clothing"}  # every fixture item is "Clothing, Women"
+    meta, version = _metadata(instance, "user_embedding_tsne", "amazon-fixture")
+    assert meta["plot"].value.startswith("![t-SNE of user embeddings](data:image/png;base64,")
+
+    frontier = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.efficiency_frontier WHERE domain = ?", "amazon-fixture")
+    assert sorted(zip(frontier["method"], frontier["context"])) == [
+        ("Base", "10H+P"), ("blue", "10H+P"), ("blue-no-text", "10H+P"), ("history", "10-H"), ("history", "All-H")]
+    profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.generated_profiles WHERE domain = ?", "amazon-fixture")
+    blue = frontier[frontier["method"] == "blue"].iloc[0]
+    assert blue["generation_seconds"] == pytest.approx(profiles[profiles["method"] == "blue"]["seconds"].mean())
+    assert blue["generation_seconds"] > 0 and (frontier["embedding_seconds"] > 0).all()
+    assert frontier["on_frontier"].any() and frontier["seconds_per_user"].is_monotonic_increasing
+    history = frontier[frontier["method"] == "history"]
+    assert (history["generation_seconds"] == 0).all()
+    meta, _ = _metadata(instance, "efficiency_frontier", "amazon-fixture")
+    assert meta["plot"].value.startswith("![efficiency frontier](data:image/png;base64,")
+    assert [c.name for c in meta["summary"].value.schema.columns][:3] == ["domain", "method", "context"]
+
+    assert defs.resolve_job_def("analyses").execute_in_process(partition_key="amazon-fixture", instance=instance).success
+    again = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.user_embedding_tsne WHERE domain = ? "
+                   "ORDER BY method, context, user_id", "amazon-fixture")
+    assert again[["x", "y"]].equals(coords[["x", "y"]])  # a rebuild gives identical coordinates
+    assert _metadata(instance, "user_embedding_tsne", "amazon-fixture")[1] == version
 
 
 def test_bad_local_files_fail_with_a_message_naming_the_file(instance):

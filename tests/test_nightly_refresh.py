@@ -13,7 +13,8 @@ from tests.conftest import REFRESH_AMAZON
 from tests.native_files import amazon_review
 
 DOMAIN = "refresh-fixture"
-TABLES = ["filtered_histories", "candidate_sets", "base_profiles", "rec_example_scores", "rec_metrics", "qa_metrics"]
+TABLES = ["filtered_histories", "candidate_sets", "base_profiles", "rec_example_scores", "rec_metrics", "qa_metrics",
+          "user_embedding_tsne"]
 
 
 def _refresh(instance):

@@ -81,7 +81,8 @@ def test_catalog_and_lineage_show_every_asset_and_group(webserver):
     pages = {"asset_catalog": f"{webserver}/assets", "asset_lineage": f"{webserver}/asset-groups"}
     dom = {}
     for name, url in pages.items():
-        out = _chromium("--virtual-time-budget=30000", "--dump-dom", url)
+        # The catalog renders only the rows in view: a window tall enough for every asset (the last switch wins).
+        out = _chromium("--virtual-time-budget=30000", "--window-size=1800,3000", "--dump-dom", url)
         assert out.returncode == 0, out.stderr[-2000:]
         dom[name] = out.stdout
         shot = ARTIFACTS / f"{name}.png"
@@ -149,34 +150,81 @@ class _Browser:
         self.proc.wait(timeout=30)
 
 
-# The metadata row whose key cell is `key`: its value cell (Dagster folds long markdown behind a link).
+# The metadata row whose key cell is `key`: its value cell (Dagster folds long markdown behind a link, and shows
+# table metadata inline).
 _ROW = "Array.from(document.querySelectorAll('tr')).find(r => r.cells.length && r.cells[0].innerText.trim() === '{key}')"
 _PNGS = "Array.from(document.querySelectorAll('img')).filter(i => i.src.startsWith('data:image/png'))"
 
 
+def _open_asset(browser: _Browser, webserver: str, asset: str, key: str) -> None:
+    browser.call("Page.navigate", url=f"{webserver}/assets/{asset}")
+    browser.wait_for(f"!!{_ROW.format(key=key)}")
+    time.sleep(2)  # a first visit may pop up Dagster's newsletter dialog over the page: dismiss it
+    browser.js("Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Skip')?.click()")
+
+
+def _inline_table(browser: _Browser, key: str) -> tuple[list[str], list[str]]:
+    """Header and cells of the table rendered in the metadata row `key`, without clicking anything."""
+    return tuple(browser.wait_for(
+        f"(() => {{ const t = {_ROW.format(key=key)}?.querySelector('table'); if (!t) return null; "
+        "const text = s => Array.from(t.querySelectorAll(s)).map(x => x.innerText.trim()); "
+        "return text('th').length && [text('th'), text('td')]; })()"
+    ))
+
+
+def _markdown_images(browser: _Browser, key: str, screenshot: Path) -> list:
+    """Open the markdown of metadata row `key` and return [alt, width, height] of each PNG once decoded."""
+    browser.js(f"{_ROW.format(key=key)}.querySelector('a').click()")
+    sizes = browser.wait_for(f"(() => {{ const i = {_PNGS}; return i.length && i.every(x => x.complete) && "
+                             f"i.map(x => [x.alt, x.naturalWidth, x.naturalHeight]); }})()")
+    time.sleep(1)  # let the dialog finish fading in
+    browser.screenshot(screenshot)
+    browser.js("Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Close').click()")
+    browser.wait_for(f"!{_PNGS}.length")
+    return sizes
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)")
-def test_metric_asset_shows_its_table_and_renders_its_chart(webserver):
+def test_metric_asset_shows_its_table_inline_and_renders_its_chart(webserver):
     ARTIFACTS.mkdir(exist_ok=True)
     browser = _Browser()
     try:
         browser.call("Page.enable")
-        browser.call("Page.navigate", url=f"{webserver}/assets/rec_metrics")
-        browser.wait_for(f"!!{_ROW.format(key='summary')}")
-        time.sleep(2)  # a first visit may pop up Dagster's newsletter dialog over the page: dismiss it
-        browser.js("Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Skip')?.click()")
-        browser.js(f"{_ROW.format(key='summary')}.querySelector('a').click()")
-        header = browser.wait_for("(() => { const h = Array.from(document.querySelectorAll('th')).map(x => x.innerText.trim()); "
-                                  "return h.includes('ndcg10') && h; })()")
-        cells = browser.js("Array.from(document.querySelectorAll('td')).map(x => x.innerText.trim())")
-        assert {"method", "context", "ndcg10", "recall10", "t_pvalue_vs_ref"} <= set(header)  # the metric table, rendered
+        _open_asset(browser, webserver, "rec_metrics", "summary")
+        header, cells = _inline_table(browser, "summary")
+        assert {"method", "context", "ndcg10", "recall10", "t_pvalue_vs_ref"} <= set(header)  # rendered, unfolded
         assert {"Base", "history", "10H+P", "All-H"} <= set(cells)
-        browser.js("Array.from(document.querySelectorAll('button')).find(b => b.innerText.trim() === 'Close').click()")
-        browser.wait_for("!Array.from(document.querySelectorAll('th')).some(x => x.innerText.trim() === 'ndcg10')")
-        browser.js(f"{_ROW.format(key='chart')}.querySelector('a').click()")
-        sizes = browser.wait_for(f"(() => {{ const i = {_PNGS}; return i.length && i.every(x => x.complete) && "
-                                 f"i.map(x => [x.alt, x.naturalWidth, x.naturalHeight]); }})()")
-        time.sleep(1)  # let the dialog finish fading in
-        browser.screenshot(ARTIFACTS / "rec_metrics_chart.png")
+        browser.screenshot(ARTIFACTS / "rec_metrics_table.png")
+        sizes = _markdown_images(browser, "chart", ARTIFACTS / "rec_metrics_chart.png")
     finally:
         browser.close()
     assert sizes == [["NDCG@10", 700, 320]]  # the bar chart decoded at its full size (7 x 3.2 in at 100 dpi)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make test installs it)")
+def test_analyses_show_their_plots_and_tables(webserver):
+    """The t-SNE map and the frontier decode at full size; their tables and Table 6's render inline."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser = _Browser()
+    try:
+        browser.call("Page.enable")
+        _open_asset(browser, webserver, "user_embedding_tsne", "plot")
+        header, cells = _inline_table(browser, "by_method")
+        assert header == ["method", "context", "points", "x_mean", "y_mean"]
+        assert {"history", "All-H", "10-H", "Base", "10H+P"} <= set(cells)
+        assert _inline_table(browser, "users_by_genre")[0] == ["dominant_genre", "users"]
+        tsne = _markdown_images(browser, "plot", ARTIFACTS / "user_embedding_tsne.png")
+
+        _open_asset(browser, webserver, "efficiency_frontier", "summary")
+        header, cells = _inline_table(browser, "summary")
+        assert {"method", "context", "ndcg10", "generation_seconds", "embedding_seconds", "seconds_per_user",
+                "on_frontier"} <= set(header)
+        assert {"history", "Base", "10H+P", "10-H", "true"} <= set(cells)
+        frontier = _markdown_images(browser, "plot", ARTIFACTS / "efficiency_frontier.png")
+
+        _open_asset(browser, webserver, "ablation_metrics", "summary")
+        header, _ = _inline_table(browser, "summary")  # no BLUE trained in this instance: the header alone
+        assert {"method", "context", "ndcg10", "delta_ndcg10", "ndcg10_t_pvalue", "mc_accuracy"} <= set(header)
+    finally:
+        browser.close()
+    assert tsne == [["t-SNE of user embeddings", 1200, 500]] and frontier == [["efficiency frontier", 700, 400]]
