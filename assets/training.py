@@ -14,7 +14,14 @@ from dagster import (
     observable_source_asset,
 )
 
-from assets._common import ARTIFACT, LLM_HEAVY, ONE_PARTITION_PER_RUN, artifact_output, frame_version
+from assets._common import (
+    ARTIFACT,
+    LLM_HEAVY,
+    ONE_PARTITION_PER_RUN,
+    artifact_output,
+    frame_version,
+    metadata_table,
+)
 from assets.automation import on_method_config_change
 from assets.partitions import from_domain, from_method, method_domain_partitions, method_partitions
 from profilekit.methods import METHODS
@@ -113,6 +120,6 @@ def profiler_checkpoint(
         reward_curve=MetadataValue.md(markdown_image(
             reward_curve_png(result.log, f"{method.name} on {domain}", result.validation), "training dynamics")),
         log=MetadataValue.md(curve.round(4).to_markdown(index=False)),
-        validation_curve=MetadataValue.md(validation_curve.round(4).to_markdown(index=False)),
-        case_study=MetadataValue.md(case_study(result.validation).to_markdown(index=False)),
+        validation_curve=metadata_table(validation_curve),
+        case_study=metadata_table(case_study(result.validation)),
     )

@@ -64,7 +64,7 @@ def built_domain(instance):
     return result
 
 
-TINY = {"steps": 2, "users_per_step": 2, "rollouts": 2, "max_new_tokens": 12}
+TINY = {"steps": 2, "users_per_step": 2, "rollouts": 2, "max_new_tokens": 12, "validation_users": 4}
 
 
 def _tiny(tiny_chat_dir):
@@ -136,8 +136,12 @@ def _metadata(instance, asset, partition):
 def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instance, trained_blue, tiny_chat_dir):
     key, tiny = trained_blue, _tiny(tiny_chat_dir)
     meta, version = _metadata(instance, "profiler_checkpoint", key)
-    assert meta["step"].value == 2 and meta["trained_now"].value == 2 and meta["train_examples"].value == 24
-    assert meta["reward_curve"].value.startswith("![reward curve](data:image/png;base64,")
+    # 4 of the 12 train users (2 examples each) are held out for the validation curve, scored at steps 0 and 2
+    assert meta["step"].value == 2 and meta["trained_now"].value == 2 and meta["train_examples"].value == 16
+    assert meta["validation_users"].value == 4 and "validation_reward_gain" in meta
+    assert meta["reward_curve"].value.startswith("![training dynamics](data:image/png;base64,")
+    assert [r.data["step"] for r in meta["validation_curve"].value.records] == [0, 2]
+    assert len(meta["case_study"].value.records) == 3 * 2  # 3 users at the first and last validation
     profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.generated_profiles WHERE domain = ?", "amazon-fixture")
     assert len(profiles) == 6 and set(profiles["method"]) == {"blue"} and set(profiles["model_version"]) == {version}
 

@@ -128,11 +128,17 @@ def _log_tail(home: Path) -> str:
 @pytest.mark.timeout(BACKFILL_SECONDS + 300)
 def test_daemon_runs_a_graphql_backfill_of_two_domains_as_one_run_per_partition(services, tiny_chat_dir):
     url, home = services
-    repos = _graphql(url, PARTITION_SETS)["repositoriesOrError"]
-    assert "nodes" in repos, repos
-    [(repo, partition_set)] = [
-        (r, p) for r in repos["nodes"] for p in r["partitionSets"] if p["pipelineName"] == JOB
-    ]
+    # The webserver answers before its code server has loaded the definitions: wait for the job's partition set.
+    deadline = time.monotonic() + 180
+    while True:
+        repos = _graphql(url, PARTITION_SETS)["repositoriesOrError"]
+        assert "nodes" in repos, repos
+        found = [(r, p) for r in repos["nodes"] for p in r["partitionSets"] if p["pipelineName"] == JOB]
+        if found:
+            break
+        assert time.monotonic() < deadline, f"no partition set of {JOB} after 180 s\n{_log_tail(home)}"
+        time.sleep(1)
+    [(repo, partition_set)] = found
     # The launchpad's config of the backfill: the tiny profiler, so each run takes seconds, not minutes.
     run_config = {"resources": {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}}}}
     params = {
