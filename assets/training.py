@@ -91,12 +91,13 @@ def profiler_checkpoint(
     if method.min_new_tokens is not None:
         config = replace(config, max_new_tokens=max(config.max_new_tokens, method.min_new_tokens))
     train_rows, validation_rows = validation_split(filtered_histories, config.validation_users)
-    data, validation = (
-        training_examples(rows, candidate_sets, items, policy.count_tokens, config.history_budget_tokens,
-                          protocol.recent_k, protocol.seed, PROFILE_PROMPTS[method.prompt], interactions)
-        if rows is train_rows or len(rows) else None
-        for rows in (train_rows, validation_rows)
-    )
+
+    def examples(rows: pd.DataFrame):
+        return training_examples(rows, candidate_sets, items, policy.count_tokens, config.history_budget_tokens,
+                                 protocol.recent_k, protocol.seed, PROFILE_PROMPTS[method.prompt], interactions)
+
+    data = examples(train_rows)
+    validation = examples(validation_rows) if len(validation_rows) else None
     # The validation curve ranks items with the frozen embedder whatever the method's reward needs.
     emb = embedder.load() if "embedder" in method.needs or validation is not None else None
     vectors = load_item_vectors(item_embeddings.path, emb.version) if emb is not None else None
