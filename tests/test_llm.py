@@ -290,3 +290,25 @@ def test_shared_prefill_samples_equal_repeated_prompts(tiny_dir):
         assert shared.tokens == repeated.tokens
         assert shared.prompt_tokens == [4, 4, 4, 2, 2, 2]
     assert len(set(map(tuple, shared.tokens[:3]))) > 1  # the samples of one prompt differ
+
+
+def _sorted_nucleus(logits: np.ndarray, top_p: float) -> np.ndarray:
+    """The textbook nucleus: sort, cumulate, keep every logit at or above the last one needed to reach top_p."""
+    order = np.sort(logits, axis=-1)[:, ::-1].astype(np.float64)
+    probs = np.exp(order - order[:, :1])
+    probs /= probs.sum(-1, keepdims=True)
+    needed = np.sum(np.cumsum(probs, -1) - probs < top_p, -1) - 1
+    return logits >= order[np.arange(len(logits)), needed][:, None]
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 8.0])  # flat (nucleus of thousands of tokens) to peaked (a handful)
+def test_nucleus_mask_matches_sorting(scale):
+    rng = np.random.default_rng(int(scale * 10))
+    logits = (rng.standard_normal((6, 4096)) * scale).astype(np.float32)
+    logits[0, :7] = logits[0].max() + 1  # ties at the top
+    logits[1] = np.round(logits[1])  # many ties at the cutoff
+    for top_p in (0.5, 0.9, 0.95):
+        got = np.asarray(jax.jit(sampler_lib.nucleus_mask, static_argnums=1)(jnp.asarray(logits), top_p))
+        want = _sorted_nucleus(logits, top_p)
+        assert (got == want).all(), (top_p, got.sum(-1), want.sum(-1))
+        assert got.sum(-1).min() >= 1

@@ -5,7 +5,7 @@ bf16 x bf16 -> f32. tunix's einsums ask for bf16 outputs, so XLA converts both o
 included) to f32 on every call, and its [B, S, K, D] KV cache makes every decode step transpose and copy each
 layer's cache. Here every dot takes operands of one compute dtype and accumulates in f32
 (`preferred_element_type`); norms, RoPE, softmax and the residual stream stay in f32; the decode loop's KV cache
-is heads-major [B, K, S, D], which the attention dots read as it is, and f32 (see `CACHE_DTYPE`). With f32
+is heads-major (keys [B, K, D, S], values [B, K, S, D]), read as it is, and f32 (see `CACHE_DTYPE`). With f32
 weights the same code is plain f32.
 
 `einsum` has a custom VJP that casts the f32 cotangent to the compute dtype, so the backward dots are native
@@ -204,10 +204,41 @@ def project(name: str, h, w: dict):
     return out + einsum(b_spec, einsum(a_spec, h, adapter[0]).astype(h.dtype), adapter[1])
 
 
-# kv(k, v) -> (segments, carry): given this input's heads-major k, v [B, K, T, D], the (keys, values, mask)
-# segments the queries attend to (keys/values [B, K, S_i, D], mask [B, T, S_i]; one softmax over all of them),
-# and what the caller keeps (the updated cache, or k, v themselves).
-KVPolicy = Callable[[jax.Array, jax.Array], tuple[list[tuple[jax.Array, jax.Array, jax.Array]], object]]
+@dataclass(frozen=True)
+class Segment:
+    """Keys and values a layer's queries attend to, with their mask [B, T, S] (one softmax over all segments).
+    `keys_spec` names the key layout: "bksh" ([B, K, S, D], heads-major) or "bkhs" ([B, K, D, S]: the decode
+    cache, whose scores are then a sum over a leading axis that XLA:CPU vectorises along S)."""
+
+    keys: jax.Array
+    values: jax.Array
+    mask: jax.Array
+    keys_spec: str = "bksh"
+
+
+# kv(k, v) -> (segments, carry): given this input's heads-major k, v [B, K, T, D], the segments the queries attend
+# to and what the caller keeps (the updated cache, or k, v themselves).
+KVPolicy = Callable[[jax.Array, jax.Array], tuple[list[Segment], object]]
+
+
+def _attend(q, segments: list[Segment]):
+    """Attention of q [B, T, K, G, D] (compute dtype, pre-scaled) over the segments; [B, T, K, G, D] f32."""
+    scores = [
+        jnp.where(s.mask[:, None, :, None, :], einsum(f"btkgh,{s.keys_spec}->bktgs", q.astype(s.keys.dtype), s.keys),
+                  K_MASK)
+        for s in segments
+    ]
+    probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
+    bounds = list(itertools.accumulate(s.keys.shape[-1 if s.keys_spec == "bkhs" else 2] for s in segments))[:-1]
+    out = 0.0
+    for p, s in zip(jnp.split(probs, bounds, axis=-1), segments):
+        if s.keys_spec == "bkhs":
+            # The decode step (T = 1, f32 cache, no gradient): a weighted sum over the cache's S axis reads the
+            # values once, where the dot XLA:CPU emits for this shape (M = G = 3) runs ~10x slower (profiled).
+            out = out + jnp.sum(p[..., None] * s.values[:, :, None, None], axis=-2).transpose(0, 2, 1, 3, 4)
+        else:
+            out = out + einsum("bktgs,bksh->btkgh", p.astype(s.values.dtype), s.values)
+    return out
 
 
 def layer(w: dict, x, rope, arch: Arch, kv: KVPolicy):
@@ -227,17 +258,7 @@ def layer(w: dict, x, rope, arch: Arch, kv: KVPolicy):
     q = _rope(q, *rope) * hd**-0.5
     k = _rope(k, *rope)
     segments, carry = kv(k.swapaxes(1, 2).astype(cd), v.swapaxes(1, 2).astype(cd))
-    q = q.astype(cd).reshape(b, t, kv_heads, heads // kv_heads, hd)
-    scores = [
-        jnp.where(mask[:, None, :, None, :], einsum("btkgh,bksh->bktgs", q.astype(keys.dtype), keys), K_MASK)
-        for keys, _, mask in segments
-    ]
-    probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
-    bounds = list(itertools.accumulate(keys.shape[2] for keys, _, _ in segments))[:-1]
-    out = sum(
-        einsum("bktgs,bksh->btkgh", p.astype(values.dtype), values)
-        for p, (_, values, _) in zip(jnp.split(probs, bounds, axis=-1), segments)
-    )
+    out = _attend(q.astype(cd).reshape(b, t, kv_heads, heads // kv_heads, hd), segments)
     x = x + project("o", out.astype(cd).reshape(b, t, heads, hd), w)
     h = _rms_norm(x, w["mlp_norm"], arch.norm_eps).astype(cd)
     act = jax.nn.silu(project("gate", h, w)) * project("up", h, w)
@@ -261,31 +282,34 @@ def logits(weights: dict, h):
 
 def own(mask) -> KVPolicy:
     """Attend over this input's own keys (mask [B, T, T]); keep its k, v."""
-    return lambda k, v: ([(k, v, mask)], (k, v))
+    return lambda k, v: ([Segment(k, v, mask)], (k, v))
 
 
 def after(past_k, past_v, past_mask, mask) -> KVPolicy:
     """Attend over `past` keys [B, K, P, D] (past_mask [B, T, P]) and this input's own (mask [B, T, T])."""
-    return lambda k, v: ([(past_k, past_v, past_mask), (k, v, mask)], (k, v))
+    return lambda k, v: ([Segment(past_k, past_v, past_mask), Segment(k, v, mask)], (k, v))
 
 
 def prefill_into(cache_k, cache_v, mask) -> KVPolicy:
-    """Attend over this input's own keys and write them at the start of a preallocated cache."""
+    """Attend over this input's own keys and write them at the start of a preallocated cache (keys [B, K, D, S],
+    values [B, K, S, D])."""
 
     def kv(k, v):
-        new = tuple(jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (0, 0, 0, 0)) for c, x in ((cache_k, k), (cache_v, v)))
-        return [(k, v, mask)], new
+        new = (jax.lax.dynamic_update_slice(cache_k, k.swapaxes(2, 3).astype(cache_k.dtype), (0, 0, 0, 0)),
+               jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, 0, 0)))
+        return [Segment(k, v, mask)], new
 
     return kv
 
 
 def decode_in_place(cache_k, cache_v, write_at, mask) -> KVPolicy:
-    """Write this input's k, v into a preallocated [B, K, S, D] cache at `write_at` (the same index for every row:
-    prompts are left-padded) and attend over the whole cache (mask [B, T, S])."""
+    """Write this input's k, v into the preallocated cache at `write_at` (the same index for every row: prompts
+    are left-padded) and attend over the whole cache (mask [B, T, S])."""
 
     def kv(k, v):
-        new = tuple(jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (0, 0, write_at, 0)) for c, x in ((cache_k, k), (cache_v, v)))
-        return [(new[0], new[1], mask)], new
+        new = (jax.lax.dynamic_update_slice(cache_k, k.swapaxes(2, 3).astype(cache_k.dtype), (0, 0, 0, write_at)),
+               jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, write_at, 0)))
+        return [Segment(new[0], new[1], mask, "bkhs")], new
 
     return kv
 
@@ -300,9 +324,9 @@ CACHE_DTYPE = jnp.float32
 
 
 def init_cache(arch: Arch, num_layers: int, batch: int, size: int) -> list[tuple[jax.Array, jax.Array]]:
-    """Per-layer heads-major (k, v) caches [B, K, S, D]."""
-    shape = (batch, arch.num_kv_heads, size, arch.head_dim)
-    return [(jnp.zeros(shape, CACHE_DTYPE), jnp.zeros(shape, CACHE_DTYPE)) for _ in range(num_layers)]
+    """Per-layer heads-major caches: keys [B, K, D, S] (see `Segment`), values [B, K, S, D]."""
+    keys, values = (batch, arch.num_kv_heads, arch.head_dim, size), (batch, arch.num_kv_heads, size, arch.head_dim)
+    return [(jnp.zeros(keys, CACHE_DTYPE), jnp.zeros(values, CACHE_DTYPE)) for _ in range(num_layers)]
 
 
 def cached_forward(weights: dict, arch: Arch, tokens, positions, cache: list, write_at, mask):

@@ -46,39 +46,48 @@ def _round_up(n: int, m: int) -> int:
     return max(m, int(math.ceil(n / m)) * m)
 
 
-_NUCLEUS_FAST_K = 256
 # Every decode step attends over the whole cache, so it is only as long as prompt + new tokens need, rounded
 # up to a multiple that keeps recompiles rare.
 CACHE_ROUND = 16
 
 
-def _nucleus_cutoff(sorted_logits, top_p: float):
-    """Smallest logit kept by top-p, given logits sorted in descending order (keeps at least the best)."""
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    cum = jnp.cumsum(probs, axis=-1)
-    cutoff_index = jnp.sum(cum - probs < top_p, axis=-1, keepdims=True) - 1
-    return jnp.take_along_axis(sorted_logits, cutoff_index, axis=-1)
+def _order_keys(x):
+    """uint32 keys that sort like the f32 values x (finite)."""
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
+    return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def nucleus_mask(logits, top_p: float):
+    """[B, V] mask of the top-p nucleus: the fewest highest logits whose probability reaches top_p (ties at the
+    cutoff kept), as sorting and cumulating would give.
+
+    XLA:CPU's full-vocabulary sort costs ~40 ms a step at batch 8; instead the cutoff is found by bisection over
+    the logits' order keys: the smallest key k whose strictly-higher mass is below top_p is always a logit's own
+    key (that mass only changes at one), so 32 halvings of the uint32 range land on it exactly.
+    """
+    probs = jax.nn.softmax(logits, axis=-1)
+    keys = _order_keys(logits)
+    # Invariant: mass(keys > lo) >= top_p > mass(keys > hi).
+    lo = jnp.min(keys, axis=-1, keepdims=True) - 1
+    hi = jnp.max(keys, axis=-1, keepdims=True)
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        below = jnp.sum(jnp.where(keys > mid, probs, 0.0), axis=-1, keepdims=True) < top_p
+        return jnp.where(below, lo, mid), jnp.where(below, mid, hi)
+
+    _, hi = jax.lax.fori_loop(0, 32, halve, (lo, hi))
+    return keys >= hi
 
 
 def _pick(logits, key, temperature: float, top_p: float):
-    """Next token from [B, V] logits: greedy when temperature == 0, else exact nucleus sampling.
-
-    A full-vocabulary sort per step is slow on XLA:CPU, so the cutoff is found among the top 256 logits and
-    the full sort runs only for rows whose nucleus does not fit there (same result either way).
-    """
+    """Next token from [B, V] logits: greedy when temperature == 0, else exact nucleus sampling."""
     if temperature == 0.0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits.astype(jnp.float32) / temperature
     if top_p < 1.0:
-        top, _ = jax.lax.top_k(logits, min(_NUCLEUS_FAST_K, logits.shape[-1]))
-        log_mass = jax.nn.logsumexp(top, axis=-1) - jax.nn.logsumexp(logits, axis=-1)
-        fits = jnp.all(log_mass >= jnp.log(top_p))
-        cutoff = jax.lax.cond(
-            fits,
-            lambda: _nucleus_cutoff(top, top_p),
-            lambda: _nucleus_cutoff(jnp.sort(logits, axis=-1)[:, ::-1], top_p),
-        )
-        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+        logits = jnp.where(nucleus_mask(logits, top_p), logits, -jnp.inf)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
