@@ -64,10 +64,17 @@ def compare_with_reference(scores: pd.DataFrame, value: str, reference: str = RE
     return pd.DataFrame(rows)
 
 
+BASE_METHOD = "Base"
+
+
 def with_significance(metrics: pd.DataFrame, scores: pd.DataFrame, value: str) -> pd.DataFrame:
-    """A metric table (one row per domain, method, context) with each row's paired tests against the reference
-    method on the same examples (`compare_with_reference`)."""
-    return metrics.merge(compare_with_reference(scores, value), on=["domain", "method", "context"], how="left")
+    """A metric table (one row per domain, method, context) with each row's paired tests on the same examples
+    against BLUE (`n_paired`, `*_vs_ref`, `compare_with_reference`) and against Base (`*_vs_base`)."""
+    key = ["domain", "method", "context"]
+    vs_base = compare_with_reference(scores, value, BASE_METHOD).drop(columns="vs_context")
+    vs_base = vs_base.rename(columns={"n_paired": "n_paired_vs_base",
+                                      **{c: c.replace("_vs_ref", "_vs_base") for c in vs_base if c.endswith("_vs_ref")}})
+    return metrics.merge(compare_with_reference(scores, value), on=key, how="left").merge(vs_base, on=key, how="left")
 
 
 def round_to_scale(values: np.ndarray, low: float, high: float, step: float = 1.0) -> np.ndarray:

@@ -109,3 +109,25 @@ def test_evaluation_contexts_hold_history_base_and_every_trained_method():
     ]
     assert contexts.set_index(["method", "context"]).loc[("rlpf", "P"), "text"] == "rlpf likes films"
     assert len(evaluation_contexts(examples, items, profile("Base"), pd.DataFrame(), lambda xs: [1] * len(xs), 100, 10)) == 4
+
+
+def test_every_method_is_paired_against_blue_and_against_base():
+    import pandas as pd
+
+    from profilekit.evaluation import summarize
+    from profilekit.metrics import with_significance
+
+    rows = []
+    for user in range(8):
+        for method, context, value in (("blue", "10H+P", 0.5), ("Base", "10H+P", 0.3), ("rlpf", "10H+P", 0.4),
+                                       ("history", "10-H", 0.2)):
+            rows.append({"domain": "d", "user_id": str(user), "cut": 0, "method": method, "context": context,
+                         "rank": 1, "ndcg10": value + 0.01 * user * (method == "rlpf"), "recall10": 1.0})
+    scores = pd.DataFrame(rows)
+    table = with_significance(summarize(scores), scores, "ndcg10").set_index("method")
+    assert table.loc["rlpf", "mean_diff_vs_ref"] == pytest.approx(0.4 + 0.035 - 0.5)
+    assert table.loc["rlpf", "mean_diff_vs_base"] == pytest.approx(0.4 + 0.035 - 0.3)
+    assert table.loc["rlpf", "t_pvalue_vs_base"] < 0.01 and table.loc["rlpf", "n_paired_vs_base"] == 8
+    assert table.loc["history", "mean_diff_vs_base"] == pytest.approx(-0.1)  # paired with Base's 10H+P
+    assert math.isnan(table.loc["Base", "t_pvalue_vs_base"]) and table.loc["Base", "n_paired_vs_base"] == 0
+    assert table.loc["Base", "mean_diff_vs_ref"] == pytest.approx(-0.2)
