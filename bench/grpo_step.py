@@ -129,6 +129,8 @@ def run_ours(args: argparse.Namespace, dtype: str = "float32", lora: bool = Fals
         result = train_profiler(chat, data, Method("bench", (Term("completion_hash"),)), config, checkpoints,
                                 RewardModels(), log=lambda _: None)
     return {"step_seconds": [r["seconds"] for r in result.log],
+            "rollout_seconds": [r["seconds_rollout"] for r in result.log],
+            "update_seconds": [r["seconds_update"] for r in result.log],
             "prompt_tokens": [len(chat.encode_chat(m)) for m in conversations],
             "completion_tokens": sum(r["completion_tokens_mean"] for r in result.log) / len(result.log)}
 
@@ -360,6 +362,10 @@ def report(results: dict[str, dict | None], warmup: int, args: argparse.Namespac
     for name, result in results.items():
         if result is not None:
             print(f"{name} seconds per step: " + ", ".join(f"{s:.2f}" for s in result["step_seconds"]))
+            if "rollout_seconds" in result:
+                print(f"{name} of which sampling the rollouts: " + ", ".join(f"{s:.2f}" for s in result["rollout_seconds"])
+                      + "; the update (reference pass, forward, backward, optimizer, weights back): "
+                      + ", ".join(f"{s:.2f}" for s in result["update_seconds"]))
 
 
 def main() -> None:
