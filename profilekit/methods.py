@@ -243,10 +243,17 @@ class Method:
     # The fewest new tokens its completions need (DUET's two blocks of three tags: 192 on CPU, choice A5 #12);
     # raises the trainer's and the profile generation's budget, never lowers it.
     min_new_tokens: int | None = None
+    # DUET A5 #5: the share of training prompts whose item block is blanked (seeded per example and step), so the
+    # policy also learns the blank mode every target-agnostic use asks in; the judge still sees the item text.
+    blank_item_prob: float = 0.0
 
     def __post_init__(self):
         if self.prompt not in PROFILE_PROMPTS:
             raise ValueError(f"method {self.name!r} names unknown prompt {self.prompt!r}; known: {sorted(PROFILE_PROMPTS)}")
+        if not 0.0 <= self.blank_item_prob <= 1.0:
+            raise ValueError(f"blank_item_prob must be within [0, 1], got {self.blank_item_prob}")
+        if self.blank_item_prob and not PROFILE_PROMPTS[self.prompt].item_aware:
+            raise ValueError(f"method {self.name!r}: blank_item_prob needs an item-aware prompt, not {self.prompt!r}")
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         if not self.terms:
@@ -281,6 +288,8 @@ class Method:
             payload["zero_shot"] = True
         if self.min_new_tokens is not None:
             payload["min_new_tokens"] = self.min_new_tokens
+        if self.blank_item_prob:
+            payload["blank_item_prob"] = self.blank_item_prob
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from profilekit.checkpoints import CheckpointStore, lora_of, params_digest
 from profilekit.contexts import profile_views
-from profilekit.duet import item_evidence, rating_scale
+from profilekit.duet import blank_item_mask, item_evidence, rating_scale
 from profilekit.embedder import Embedder
 from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
 from profilekit.llm.lora import ALL_PROJECTIONS, AdapterTrainer, LoraConfig
@@ -114,7 +114,8 @@ def run_key(method: Method, config: GRPOConfig, base_version: str, data_version:
 class TrainingExamples:
     """Per training example: profiler prompt, 10-H text, target + negatives, and the 4-option question; for DUET
     and BUMP also the target's rating, item text and history line (BUMP's held-out interaction), and the
-    domain's rating scale (lowest, highest, rounding step)."""
+    domain's rating scale (lowest, highest, rounding step). An item-aware prompt (DUET) also has each example's
+    prompt with a blank item block (`blank_messages`, for `Method.blank_item_prob`)."""
 
     messages: list[list[dict]]
     recent: list[str]
@@ -127,6 +128,7 @@ class TrainingExamples:
     item_texts: list[str] = field(default_factory=list)
     heldout: list[str] = field(default_factory=list)
     rating_scale: tuple[float, float, float] = (1.0, 5.0, 1.0)
+    blank_messages: list[list[dict]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -163,7 +165,16 @@ def training_examples(
         item_texts=[texts.get(i, i) for i in train["target_item_id"]],
         heldout=history_lines(train["target_item_id"].tolist(), train["target_rating"].tolist(), titles),
         rating_scale=(scale.low, scale.high, scale.step),
+        blank_messages=profile_conversations(train, items, count_tokens, history_budget, prompt) if prompt.item_aware else [],
     )
+
+
+def step_conversations(data: TrainingExamples, batch: list[int], step: int, blank_item_prob: float, seed: int
+                       ) -> tuple[list[list[dict]], np.ndarray]:
+    """The profiler chats of one step's batch and which of them have a blank item block: the target-mode prompt
+    unless `blank_item_mask` picks the example for this step (never when `blank_item_prob` is 0)."""
+    blanked = blank_item_mask(batch, step, blank_item_prob, seed) if blank_item_prob else np.zeros(len(batch), bool)
+    return [(data.blank_messages if b else data.messages)[i] for i, b in zip(batch, blanked)], blanked
 
 
 @dataclass
@@ -324,7 +335,8 @@ def train_profiler(
     for step in range(start, config.steps):
         t0 = time.perf_counter()
         batch = [int(order[(step * config.users_per_step + j) % len(data)]) for j in range(config.users_per_step)]
-        prompts = [policy.encode_chat(data.messages[i]) for i in batch]
+        conversations, blanked = step_conversations(data, batch, step, method.blank_item_prob, config.seed)
+        prompts = [policy.encode_chat(m) for m in conversations]
         gen = policy.sampler.generate(prompts, replace(sampling, seed=config.seed * 1_000_003 + step), samples=config.rollouts)
         completions = [toks + ([stop] if stop is not None else []) for toks, stop in zip(gen.tokens, gen.stops)]
         texts = [policy.tokenizer.decode(t, skip_special_tokens=True) for t in gen.tokens]
@@ -352,6 +364,8 @@ def train_profiler(
             **aux,
             "completion_tokens_mean": float(np.mean([len(c) for c in completions])),
             "dropped_groups": int(dropped.sum()),
+            # Only where blanking is on, so the other methods' step logs stay as they were.
+            **({"blank_item_frac": float(blanked.mean())} if method.blank_item_prob else {}),
             "seconds_rollout": t_rollout,
             "seconds_update": time.perf_counter() - t_update,
             "seconds": time.perf_counter() - t0,

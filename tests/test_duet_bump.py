@@ -366,3 +366,34 @@ def test_qa_rating_answers_on_a_half_star_scale_and_the_rating_table_paired_agai
     base = table[(table["method"] == "Base") & (table["vs_method"] == "Base")].iloc[0]
     assert base["rating_unparsed"] == 1 and np.isnan(base["t_pvalue_vs_ref"])
     assert table[table["vs_method"] == "blue"]["n_paired"].eq(0).all()  # BLUE absent: nothing to pair with
+
+
+# --- DUET blank_item_prob (A5 #5) ----------------------------------------------------------------------------
+
+def test_blank_item_prob_blanks_that_share_of_prompts_reproducibly():
+    from profilekit.duet import blank_item_mask
+    from profilekit.methods import Method, Term
+    from profilekit.training import TrainingExamples, step_conversations
+
+    n = 2000
+    data = TrainingExamples(messages=[[{"role": "user", "content": f"target {i}"}] for i in range(n)],
+                            recent=[""] * n, target_ids=["t"] * n, negative_ids=[[]] * n, options=[[]] * n,
+                            answers=[0] * n, blank_messages=[[{"role": "user", "content": f"blank {i}"}] for i in range(n)])
+    batch = list(range(n))
+    none, blanked = step_conversations(data, batch, 3, 0.0, seed=0)
+    assert none == data.messages and not blanked.any()  # 0.0 changes nothing
+    every, blanked = step_conversations(data, batch, 3, 1.0, seed=0)
+    assert every == data.blank_messages and blanked.all()
+    some, blanked = step_conversations(data, batch, 3, 0.25, seed=0)
+    assert abs(blanked.mean() - 0.25) < 0.03
+    assert [m[0]["content"].split()[0] for m in some] == ["blank" if b else "target" for b in blanked]
+    assert np.array_equal(blank_item_mask(batch, 3, 0.25, 0), blanked)  # reproducible
+    assert not np.array_equal(blank_item_mask(batch, 4, 0.25, 0), blanked)  # a new draw each step
+    # The option is a Method field in the fingerprint, only on an item-aware prompt, and off by default.
+    assert METHODS["duet"].blank_item_prob == 0.0
+    blanking = Method("duet", METHODS["duet"].terms, prompt="duet", min_new_tokens=192, blank_item_prob=0.25)
+    assert blanking.fingerprint() != METHODS["duet"].fingerprint()
+    with pytest.raises(ValueError, match="item-aware"):
+        Method("x", (Term("ndcg"),), blank_item_prob=0.5)
+    with pytest.raises(ValueError, match="within"):
+        Method("x", METHODS["duet"].terms, prompt="duet", blank_item_prob=1.5)
