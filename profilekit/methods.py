@@ -188,7 +188,7 @@ def _duet_rating(inputs: RewardInputs, parser: str = "strict", penalty: float = 
 def _bump(inputs: RewardInputs, ranker: Ranker, options: dict) -> TermResult:
     data = inputs.data
     profiles = np.array(inputs.profiles, dtype=object).reshape(len(inputs.batch), inputs.rollouts)
-    return bump_rewards(profiles, [data.heldout[i] for i in inputs.batch], [data.target_ids[i] for i in inputs.batch],
+    return bump_rewards(profiles, [data.heldout[i] for i in inputs.batch], [data.heldout_ids[i] for i in inputs.batch],
                         inputs.batch, inputs.grid(inputs.completion_tokens), ranker, BumpConfig(**options),
                         inputs.seed, inputs.step)
 
@@ -246,6 +246,9 @@ class Method:
     # DUET A5 #5: the share of training prompts whose item block is blanked (seeded per example and step), so the
     # policy also learns the blank mode every target-agnostic use asks in; the judge still sees the item text.
     blank_item_prob: float = 0.0
+    # BUMP B5 #1: P held-out events per example (the target and the history's last P - 1), an ablation only since it
+    # shortens what the profiler sees; `training_examples(holdout_events=...)` builds the data.
+    holdout_events: int = 1
 
     def __post_init__(self):
         if self.prompt not in PROFILE_PROMPTS:
@@ -254,6 +257,8 @@ class Method:
             raise ValueError(f"blank_item_prob must be within [0, 1], got {self.blank_item_prob}")
         if self.blank_item_prob and not PROFILE_PROMPTS[self.prompt].item_aware:
             raise ValueError(f"method {self.name!r}: blank_item_prob needs an item-aware prompt, not {self.prompt!r}")
+        if self.holdout_events < 1:
+            raise ValueError(f"holdout_events must be >= 1, got {self.holdout_events}")
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         if not self.terms:
@@ -290,6 +295,8 @@ class Method:
             payload["min_new_tokens"] = self.min_new_tokens
         if self.blank_item_prob:
             payload["blank_item_prob"] = self.blank_item_prob
+        if self.holdout_events != 1:
+            payload["holdout_events"] = self.holdout_events
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -311,13 +318,14 @@ def _duet(name: str, zero_shot: bool = False, **options) -> Method:
                   min_new_tokens=192)
 
 
-def _bump_method(name: str, term: str = "bump", **options) -> Method:
-    """BUMP (DUET_BUMP B) or an ablation: the plain profile prompt; BumpConfig's defaults unless overridden."""
+def _bump_method(name: str, term: str = "bump", holdout_events: int = 1, **options) -> Method:
+    """BUMP (DUET_BUMP B) or an ablation: the plain profile prompt; BumpConfig's defaults unless overridden;
+    `holdout_events` P > 1 holds out the history's last P - 1 events with the target."""
     defaults = {"k": 8, "m_perm": 2, "w_fwd": 1.0, "w_bwd": 1.0, "combine": "sum", "backward_rollout": "same",
                 "length_threshold": 64, "length_weight": 1.0}
     if term == "bump":  # the LLM judge's own options (every value in the options, so the fingerprint sees it)
         defaults.update(judge="listwise", max_new_tokens=32)
-    return Method(name, (Term(term, options={**defaults, **options}),))
+    return Method(name, (Term(term, options={**defaults, **options}),), holdout_events=holdout_events)
 
 
 # Every method of the paper's comparison and its Table-6 ablation, then DUET and BUMP with their ablations.
@@ -345,5 +353,6 @@ METHODS: dict[str, Method] = {
         _bump_method("bump-m1", m_perm=1),
         _bump_method("bump-pointwise", judge="pointwise"),
         _bump_method("bump-embedder", term="bump_embedder"),
+        _bump_method("bump-holdout3", holdout_events=3),
     ]
 }

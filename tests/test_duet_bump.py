@@ -301,7 +301,8 @@ def test_bump_ablations_switch_directions_and_combine():
 
 
 def test_duet_and_bump_and_their_ablations_are_method_partitions():
-    assert {"duet", "duet-zero-shot", "bump", "bump-forward", "bump-backward", "bump-no-length-penalty"} <= set(METHODS)
+    assert {"duet", "duet-zero-shot", "bump", "bump-forward", "bump-backward", "bump-no-length-penalty",
+            "bump-holdout3"} <= set(METHODS)
     assert METHODS["duet"].prompt == "duet" and METHODS["bump"].prompt == "profile"
     assert METHODS["duet-zero-shot"].zero_shot and not METHODS["duet"].zero_shot
     assert METHODS["duet"].needs == METHODS["bump"].needs == {"judge"}
@@ -397,3 +398,41 @@ def test_blank_item_prob_blanks_that_share_of_prompts_reproducibly():
         Method("x", (Term("ndcg"),), blank_item_prob=0.5)
     with pytest.raises(ValueError, match="within"):
         Method("x", METHODS["duet"].terms, prompt="duet", blank_item_prob=1.5)
+
+
+# --- BUMP holdout_events (B5 #1) -----------------------------------------------------------------------------
+
+def test_holdout_events_moves_the_last_history_events_into_the_heldout_set():
+    from profilekit.bump import holdout_split
+
+    ids, ratings = ["a", "b", "c", "d"], [4.0, 3.0, 5.0, 2.0]
+    assert holdout_split(ids, ratings, "T", 1.0) == (ids, ratings, ["T"], [1.0])  # P = 1: the target alone
+    assert holdout_split(ids, ratings, "T", 1.0, 3) == (["a", "b"], [4.0, 3.0], ["c", "d", "T"], [5.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="no visible history"):
+        holdout_split(ids, ratings, "T", 1.0, 5)
+    with pytest.raises(ValueError, match=">= 1"):
+        holdout_split(ids, ratings, "T", 1.0, 0)
+    # A user holding out any of the same items is a false negative, whatever P.
+    assert negative_pools([["c", "T"], ["x", "y"], ["y", "T"], ["z"]], 8, np.random.default_rng(0))[0] == [1, 3]
+
+
+def test_bump_holdout3_is_a_partition_whose_profiler_sees_a_shorter_history():
+    from profilekit.training import training_examples
+
+    interactions, items, example = _domain()
+    histories = example.assign(split="train", history_items=json.dumps(["a", "b", "a", "b"]),
+                               history_ratings=json.dumps([4.0, 3.0, 2.0, 1.0]))
+    candidates = pd.DataFrame([{"user_id": "u1", "cut": 0, "split": "train", "position": p, "item_id": i}
+                               for p, i in enumerate(["T", "a", "b", "a"])])
+    count = lambda texts: [len(t.split()) for t in texts]  # noqa: E731
+    data = training_examples(histories, candidates, items, count, 100, 10, 0, holdout_events=3)
+    assert data.heldout == ["[Alien | 2], [Babe | 1], [Zyzzyx Road | 5]"] and data.heldout_ids == [["a", "b", "T"]]
+    assert data.heldout_events == [["[Alien | 2]", "[Babe | 1]", "[Zyzzyx Road | 5]"]]
+    assert data.visible_ids == [["a", "b"]]
+    prompt = data.messages[0][0]["content"]
+    assert "[Alien | 4], [Babe | 3]" in prompt and "| 2]" not in prompt and "| 1]" not in prompt
+    assert data.recent == ["[Alien | 4], [Babe | 3], [Alien | 2], [Babe | 1]"]  # the 10-H text is every method's
+    one = training_examples(histories, candidates, items, count, 100, 10, 0)
+    assert one.heldout == ["[Zyzzyx Road | 5]"] and "[Babe | 1]" in one.messages[0][0]["content"]
+    assert METHODS["bump-holdout3"].holdout_events == 3 and METHODS["bump"].holdout_events == 1
+    assert METHODS["bump-holdout3"].terms == METHODS["bump"].terms  # the same reward on the moved data
