@@ -86,6 +86,38 @@ def negative_pools(target_ids: Sequence[str | Sequence[str]], k: int, rng: np.ra
     return pools
 
 
+def centroid(vectors: np.ndarray) -> np.ndarray:
+    """The L2-normalised mean of the rows (item vectors of a visible history), zeros for no rows."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if not len(vectors):
+        return np.zeros(vectors.shape[-1])
+    mean = vectors.mean(axis=0)
+    norm = np.linalg.norm(mean)
+    return mean / norm if norm > 0 else mean
+
+
+def hard_negative_pools(centroids: np.ndarray, target_ids: Sequence[str | Sequence[str]], k: int) -> list[list[int]]:
+    """BUMP+ backward negatives (B5 #9): per batch position, the k other positions whose visible-history centroid
+    is nearest to its own by cosine (ties to the earlier position), false negatives excluded as in
+    `negative_pools`; sorted by position, as the sampled pools are."""
+    unit = np.array([centroid(c[None]) for c in np.asarray(centroids, dtype=np.float64)])
+    sims = unit @ unit.T
+    held = [_held_items(t) for t in target_ids]
+    pools = []
+    for u in range(len(held)):
+        others = [v for v in range(len(held)) if v != u and held[u].isdisjoint(held[v])]
+        pools.append(sorted(sorted(others, key=lambda v: (-sims[u, v], v))[:k]))
+    return pools
+
+
+def hard_positive(candidates: np.ndarray, visible_centroid: np.ndarray) -> int:
+    """BUMP+ forward positive (B5 #9): the index of the held-out candidate (oldest first) least similar by cosine
+    to the visible-history centroid; ties go to the latest, so identical candidates keep the target."""
+    unit = np.array([centroid(c[None]) for c in np.asarray(candidates, dtype=np.float64)])
+    sims = unit @ centroid(np.asarray(visible_centroid)[None])
+    return len(sims) - 1 - int(np.argmin(sims[::-1]))
+
+
 class Ranker(Protocol):
     def __call__(self, direction: str, queries: list[str], pools: list[list[str]], positives: list[int]
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -180,17 +212,20 @@ def _direction(ranker: Ranker, direction: str, queries: list[tuple[tuple, str, l
 def bump_rewards(
     profiles: np.ndarray, heldout: Sequence[str], target_ids: Sequence[str | Sequence[str]], example_ids: Sequence[int],
     lengths: np.ndarray, ranker: Ranker, config: BumpConfig, seed: int = 0, step: int = 0,
+    backward_pools: list[list[int]] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """R per rollout [B, G] and its parts for the log. `profiles` [B, G] texts and `lengths` [B, G] tokens;
     `heldout`, `target_ids` and `example_ids` per batch position. Pools are drawn once per step (shared by a
     user's G rollouts, so its group competes on one candidate pool); each shuffle is seeded from (seed, step,
-    example, rollout, m, direction)."""
+    example, rollout, m, direction). `backward_pools` replaces the drawn pool in the backward direction (BUMP+'s
+    hard negatives)."""
     profiles = np.asarray(profiles, dtype=object)
     b, g = profiles.shape
     pools = negative_pools(target_ids, config.k, np.random.default_rng([seed, step, *example_ids]))
+    backward = pools if backward_pools is None else backward_pools
     other_rollout = {
         (u, r, v): (r if config.backward_rollout == "same" else int(np.random.default_rng([seed, step, example_ids[u], r, v]).integers(g)))
-        for u in range(b) for r in range(g) for v in pools[u]
+        for u in range(b) for r in range(g) for v in backward[u]
     }
     parts: dict[str, np.ndarray] = {}
     total, weights, unparsed_all = np.zeros((b, g)), 0.0, []
@@ -203,7 +238,7 @@ def bump_rewards(
                 if direction == "forward":
                     query, cands = profiles[u, r], [heldout[u], *[heldout[v] for v in pools[u]]]
                 else:
-                    query, cands = heldout[u], [profiles[u, r], *[profiles[v, other_rollout[(u, r, v)]] for v in pools[u]]]
+                    query, cands = heldout[u], [profiles[u, r], *[profiles[v, other_rollout[(u, r, v)]] for v in backward[u]]]
                 queries.extend(((seed, step, example_ids[u], r, m), query, cands) for m in range(config.m_perm))
         ndcg, unparsed = _direction(ranker, direction, queries)
         value = ndcg.reshape(b, g, config.m_perm).mean(axis=2)

@@ -22,7 +22,7 @@ from profilekit.bump import (
 )
 from profilekit.duet import RatingScale, duet_reward, item_evidence, rating_scale
 from profilekit.llm.sampler import SamplingConfig
-from profilekit.methods import METHODS, RewardInputs
+from profilekit.methods import METHODS, REWARD_TERMS, RewardInputs
 from profilekit.metrics import rating_metrics, round_to_scale
 from profilekit.profiler import GeneratedTexts, generate_profiles, profile_conversations
 from profilekit.prompts import (
@@ -436,3 +436,50 @@ def test_bump_holdout3_is_a_partition_whose_profiler_sees_a_shorter_history():
     assert one.heldout == ["[Zyzzyx Road | 5]"] and "[Babe | 1]" in one.messages[0][0]["content"]
     assert METHODS["bump-holdout3"].holdout_events == 3 and METHODS["bump"].holdout_events == 1
     assert METHODS["bump-holdout3"].terms == METHODS["bump"].terms  # the same reward on the moved data
+
+
+# --- BUMP+ (B5 #9) -------------------------------------------------------------------------------------------
+
+def test_bump_plus_picks_the_least_typical_heldout_event_and_the_nearest_users():
+    from profilekit.bump import centroid, hard_negative_pools, hard_positive
+
+    assert np.allclose(centroid(np.array([[2.0, 0.0], [0.0, 2.0]])), [2 ** -0.5, 2 ** -0.5])
+    # The candidate least similar to the visible centroid; ties keep the latest (the target).
+    assert hard_positive(np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]), np.array([1.0, 0.0])) == 1
+    assert hard_positive(np.array([[0.0, 3.0], [0.0, 1.0]]), np.array([1.0, 0.0])) == 1
+    centroids = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.7, 0.7], [1.0, 0.0]])
+    # User 4 holds out the same item as user 0 (a false negative), so user 0's nearest users are 1 and 3.
+    pools = hard_negative_pools(centroids, ["x", "y", "z", "w", "x"], 2)
+    assert pools[0] == [1, 3] and pools[2] == [1, 3]
+    assert pools[3] == [0, 1]  # 1 is nearest; 0, 2 and 4 tie at cos 45° and the earliest wins
+
+
+def test_bump_plus_term_asks_with_the_hard_positive_and_the_hard_negatives():
+    vec = {"v0": [1, 0], "v1": [0.9, 0.1], "v2": [0, 1], "v3": [0.1, 0.9],
+           "a0": [1, 0], "b0": [0, 1], "T0": [0.9, 0.1],  # u0: b0 is the least typical
+           "a1": [0.9, 0.1], "b1": [0.9, 0.1], "T1": [0.9, 0.1],  # u1: all alike, the target stays
+           "a2": [1, 0], "b2": [0, 1], "T2": [0.1, 0.9],  # u2: a2
+           "a3": [0, 1], "b3": [1, 0], "T3": [0.1, 0.9]}  # u3: b3
+    held = [[f"a{u}", f"b{u}", f"T{u}"] for u in range(4)]
+    data = SimpleNamespace(heldout_ids=held, heldout_events=[[f"[{x} | 4]" for x in h] for h in held],
+                           visible_ids=[[f"v{u}"] for u in range(4)])
+    judge = Recorder(lambda text: "1 > 2")
+    inputs = RewardInputs([f"profile u{u}" for u in range(4)], [0, 1, 2, 3], 1, data,
+                          item_vectors={k: np.array(v, dtype=float) for k, v in vec.items()}, judge=judge,
+                          answer_sampling=GREEDY_ANSWER, completion_tokens=[3] * 4)
+    method = METHODS["bump-plus"]
+    assert method.needs == {"judge", "embedder"} and method.holdout_events == 3
+    assert method.terms[0].options["q"] == 3 and method.terms[0].options["k"] == 8
+    options = {**method.terms[0].options, "k": 1, "m_perm": 1}
+    reward, parts = REWARD_TERMS["bump_plus"].compute(inputs, **options)
+    chosen = {0: "[b0 | 4]", 1: "[T1 | 4]", 2: "[a2 | 4]", 3: "[b3 | 4]"}
+    nearest = {0: 1, 1: 0, 2: 3, 3: 2}
+    prompts = [c[0]["content"] for c in judge.seen]
+    for u in range(4):
+        backward = [p for p in prompts if p.startswith(f"Interaction: {chosen[u]}\n")]
+        assert len(backward) == 1 and sorted(re.findall(r"profile u(\d)", backward[0])) == sorted([str(u), str(nearest[u])])
+        forward = [p for p in prompts if p.startswith(f"User: profile u{u}\n")]
+        assert len(forward) == 1 and chosen[u] in forward[0]  # the hard positive is the forward candidate
+    assert parts["positive_is_target"][:, 0].tolist() == [0.0, 1.0, 0.0, 0.0] and reward.shape == (4, 1)
+    with pytest.raises(ValueError, match="holdout_events >= q"):
+        REWARD_TERMS["bump_plus"].compute(inputs, **{**options, "q": 4})
