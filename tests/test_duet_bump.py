@@ -483,3 +483,80 @@ def test_bump_plus_term_asks_with_the_hard_positive_and_the_hard_negatives():
     assert parts["positive_is_target"][:, 0].tolist() == [0.0, 1.0, 0.0, 0.0] and reward.shape == (4, 1)
     with pytest.raises(ValueError, match="holdout_events >= q"):
         REWARD_TERMS["bump_plus"].compute(inputs, **{**options, "q": 4})
+
+
+# --- DUET's native rating row: 10H + target-mode P_u + P_i (A6) ---------------------------------------------
+
+def test_target_mode_profiles_see_the_target_and_feed_only_the_rating_row():
+    from profilekit.contexts import DUET_RATING_CONTEXT, duet_rating_contexts, evaluation_contexts
+    from profilekit.profiler import generate_target_profiles
+
+    interactions, items, example = _domain()
+
+    class Profiler(Recorder):
+        def count_tokens(self, texts):
+            return [len(t.split()) for t in texts]
+
+        def generate(self, conversations, config, cache=None, progress=None):
+            self.seen.extend(conversations)
+            return GeneratedTexts([FULL] * len(conversations), [1] * len(conversations), [1] * len(conversations),
+                                  [0.0] * len(conversations))
+
+    chat = Profiler(None)
+    target, _ = generate_target_profiles(chat, example, items, item_evidence(example, interactions, items), 100, None)
+    shown = json.dumps(chat.seen)
+    assert "Zyzzyx Road | Thriller" in shown and "[User 1 | 2]" in shown  # target mode: the item block is filled
+    assert target[["target_user_profile", "target_item_profile"]].values.tolist() == [
+        ["A fan of dark crime dramas.", "Appeals to thriller fans."]]
+    with pytest.raises(ValueError, match="item-aware"):
+        generate_target_profiles(chat, example, items, [], 100, None, prompt=PROFILE_PROMPTS["profile"])
+
+    # Stored like generated_profiles rows: a DUET row with target-mode columns, a BUMP row without them.
+    secret_user, secret_item = "KNOWS-THE-TARGET user", "KNOWS-THE-TARGET item"
+    trained = pd.DataFrame([
+        {"domain": "d", "user_id": "u1", "cut": 0, "method": "duet", "profile": "blank-mode profile",
+         "target_user_profile": secret_user, "target_item_profile": secret_item},
+        {"domain": "d", "user_id": "u1", "cut": 0, "method": "bump", "profile": "bump profile",
+         "target_user_profile": None, "target_item_profile": None},
+    ])
+    native = duet_rating_contexts(example, items, trained, 10)
+    assert native[["method", "context"]].values.tolist() == [["duet", DUET_RATING_CONTEXT]]
+    assert native["text"].iloc[0] == f"[Alien | 4], [Babe | 3]\n{secret_user}\nItem profile: {secret_item}"
+    assert duet_rating_contexts(example, items, trained.drop(columns=["target_user_profile", "target_item_profile"]),
+                                10).empty
+    # Leakage: the contexts that N@10, multiple choice (and SCL, through the same profiles) read never hold them.
+    base = pd.DataFrame([{"user_id": "u1", "cut": 0, "profile": "base profile"}])
+    every = evaluation_contexts(example, items, base, trained, lambda xs: [1] * len(xs), 100, 10)
+    assert DUET_RATING_CONTEXT not in set(every["context"])
+    assert not every["text"].str.contains("KNOWS-THE-TARGET").any()
+    assert "blank-mode profile" in every[every["method"] == "duet"]["text"].iloc[0]
+
+
+def test_the_rating_row_asks_only_the_rating_question_and_is_paired_with_the_references_10hp():
+    from profilekit.qa import answer_ratings, rating_metrics_table
+
+    contexts = pd.DataFrame([{"domain": "d", "user_id": u, "cut": 0, "method": "duet", "context": "10H+P+Pi",
+                              "text": f"duet {u}"} for u in "abc"])
+    questions = pd.DataFrame([{"domain": "d", "user_id": u, "cut": 0, "options": ["w", "x", "y", "z"], "answer_index": 0,
+                               "target_text": "Heat", "target_rating": r} for u, r in zip("abc", (5.0, 4.0, 3.0))])
+    said = {"duet a": "5", "duet b": "3.5", "duet c": "no idea", "Base a": "4", "Base b": "4", "Base c": "2"}
+
+    class Judge(Recorder):
+        def generate(self, conversations, config, cache=None, progress=None):
+            self.seen.extend(conversations)
+            return GeneratedTexts([said[re.search(r"User: (\w+ \w)", c[0]["content"]).group(1)] for c in conversations],
+                                  [1] * len(conversations), [1] * len(conversations), [0.0] * len(conversations))
+
+    judge = Judge(None)
+    native = answer_ratings(judge, contexts, questions, GREEDY_ANSWER, 3.5)
+    assert len(judge.seen) == 3 and all("How would this user rate" in c[0]["content"] for c in judge.seen)
+    assert not any("Which item" in c[0]["content"] for c in judge.seen)  # never the next-item question
+    assert "mc_correct" not in native and native["rating_predicted"].tolist() == [5.0, 3.5, 3.5]
+    assert answer_ratings(judge, contexts.iloc[:0], questions, GREEDY_ANSWER, 3.5).empty and len(judge.seen) == 3
+    base = answer_ratings(judge, contexts.assign(method="Base", context="10H+P",
+                                                 text=[f"Base {u}" for u in "abc"]), questions, GREEDY_ANSWER, 3.5)
+    table = rating_metrics_table(pd.concat([base, native], ignore_index=True), RatingScale(1.0, 5.0))
+    row = table[(table["method"] == "duet") & (table["vs_method"] == "Base")].iloc[0]
+    assert row["context"] == "10H+P+Pi" and row["vs_context"] == "10H+P" and row["n_paired"] == 3
+    assert row["rating_mae"] == pytest.approx((0 + 0.5 + 0.5) / 3)
+    assert row["mean_diff_vs_ref"] == pytest.approx((0 + 0.5 + 0.5) / 3 - (1 + 0 + 1) / 3)
