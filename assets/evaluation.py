@@ -22,7 +22,7 @@ from assets._common import (
 )
 from assets.automation import on_upstream_data_change
 from assets.partitions import domain_partitions, from_domain
-from profilekit.contexts import evaluation_contexts
+from profilekit.contexts import duet_rating_contexts, evaluation_contexts
 from profilekit.duet import rating_scale
 from profilekit.embedder import EmbeddingCache
 from profilekit.evaluation import score_contexts, summarize
@@ -30,8 +30,9 @@ from profilekit.metrics import with_significance
 from profilekit.plots import grouped_bars_png, markdown_image
 from profilekit.profiler import GenerationCache
 from profilekit.protocol import eval_examples
-from profilekit.qa import answer_questions, question_sets, rating_metrics_table, summarize_qa
+from profilekit.qa import answer_questions, answer_ratings, question_sets, rating_metrics_table, summarize_qa
 from profilekit.schemas import (
+    duet_rating_scores_schema,
     qa_example_scores_schema,
     qa_metrics_schema,
     rating_metrics_schema,
@@ -118,6 +119,8 @@ def recommendation_eval(
     outs={
         "qa_example_scores": AssetOut(**METRIC_TABLE, code_version="3", **typed(qa_example_scores_schema), group_name="evaluation"),
         "qa_metrics": AssetOut(**METRIC_TABLE, code_version="3", **typed(qa_metrics_schema), group_name="evaluation"),
+        "duet_rating_scores": AssetOut(**METRIC_TABLE, code_version="1", **typed(duet_rating_scores_schema),
+                                       group_name="evaluation"),
     },
     partitions_def=domain_partitions,
     backfill_policy=ONE_PARTITION_PER_RUN,
@@ -138,7 +141,9 @@ def qa_eval(
     warehouse_reader: WarehouseReader,
 ):
     """Next-item multiple choice (accuracy) and rating (MAE) answered by the judge LLM from each context, with
-    each method's accuracy paired-tested against BLUE's."""
+    each method's accuracy paired-tested against BLUE's; and DUET's native rating row (`duet_rating_scores`): the
+    rating question alone from 10H + the target-mode user and item profiles (`10H+P+Pi`), kept out of
+    `qa_example_scores` so that no next-item answer can read a profile written knowing the target."""
     proto = protocol.get()
     examples = eval_examples(filtered_histories, proto, proto.max_qa_users)
     judge = judge_llm.chat(profiler_base_weights)
@@ -151,20 +156,31 @@ def qa_eval(
     scores = answer_questions(judge, contexts, questions, judge_llm.sampling(), rating_fallback, cache,
                               (scale.low, scale.high))
     metrics = with_significance(summarize_qa(scores), scores, "mc_correct")
+    native = duet_rating_contexts(examples, items, trained, proto.recent_k)
+    native_scores = answer_ratings(judge, native, questions, judge_llm.sampling(), rating_fallback, cache,
+                                   (scale.low, scale.high))
     yield table_output(scores, "qa_example_scores", judge_version=judge.version)
+    yield table_output(native_scores, "duet_rating_scores", judge_version=judge.version,
+                       methods=MetadataValue.text(", ".join(sorted(native_scores["method"].unique()))))
     chart = markdown_image(grouped_bars_png(metrics, "mc_accuracy", "next-item MC accuracy by context"), "MC accuracy")
     yield table_output(metrics, "qa_metrics", summary=metadata_table(metrics), chart=MetadataValue.md(chart),
                        headline=_headline(metrics, "mc_accuracy", "MC accuracy"))
 
 
 @asset(
-    partitions_def=domain_partitions, backfill_policy=ONE_PARTITION_PER_RUN, code_version="1", group_name="evaluation",
-    **TABLE_OUT, **typed(rating_metrics_schema),
+    partitions_def=domain_partitions, backfill_policy=ONE_PARTITION_PER_RUN, code_version="2", group_name="evaluation",
+    deps=["duet_rating_scores"], **TABLE_OUT, **typed(rating_metrics_schema),
 )
-def rating_metrics(qa_example_scores: pd.DataFrame, interactions: pd.DataFrame):
+def rating_metrics(context: AssetExecutionContext, qa_example_scores: pd.DataFrame, interactions: pd.DataFrame,
+                   warehouse_reader: WarehouseReader):
     """DUET's home metrics for every method's and context's rating answers (MAE, RMSE, accuracy and macro-F1 of
     the rating rounded on the domain's observed scale), each paired-tested on the absolute error against Base and
-    against BLUE on the same examples."""
-    table = rating_metrics_table(qa_example_scores, rating_scale(interactions["rating"]))
+    against BLUE on the same examples; DUET's `10H+P+Pi` rows (`duet_rating_scores`) are paired with the
+    reference's 10H+P."""
+    # Read from the warehouse, not as an input: a domain without DUET profiles writes no rows, so no table.
+    native = warehouse_reader.domain_rows("duet_rating_scores", context.partition_key)
+    columns = list(duet_rating_scores_schema.columns)
+    answers = pd.concat([qa_example_scores[columns], *([native[columns]] if len(native) else [])], ignore_index=True)
+    table = rating_metrics_table(answers, rating_scale(interactions["rating"]))
     return table_output(table, summary=metadata_table(table[table["vs_method"] == "Base"]),
                         headline=_headline(table[table["vs_method"] == "Base"], "rating_mae", "rating MAE"))

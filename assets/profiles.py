@@ -9,9 +9,10 @@ from assets._common import ARTIFACT, LLM_HEAVY, ONE_PARTITION_PER_RUN, PARTITION
 from assets.automation import on_upstream_data_change
 from assets.partitions import from_domain, from_source_checkpoint, method_domain_partitions
 from profilekit.checkpoints import load_trained_policy
+from profilekit.duet import item_evidence
 from profilekit.llm.export import export_gguf_to_hf, packaged_gguf
 from profilekit.methods import METHODS
-from profilekit.profiler import GenerationCache, generate_profiles
+from profilekit.profiler import GenerationCache, generate_profiles, generate_target_profiles
 from profilekit.prompts import PROFILE_PROMPTS, PROMPT_VERSION, ProfilePrompt
 from profilekit.protocol import eval_examples
 from profilekit.schemas import profiles_schema
@@ -36,20 +37,32 @@ def profiler_base_weights(profiler_llm: ProfilerLLMResource, model_store: ModelS
 
 
 def _profile_table(context, chat, examples, items, profiler_llm, model_store, method: str, model_version: str,
-                   prompt: ProfilePrompt = PROFILE_PROMPTS["profile"], min_new_tokens: int | None = None):
+                   prompt: ProfilePrompt = PROFILE_PROMPTS["profile"], min_new_tokens: int | None = None,
+                   target_mode: tuple[pd.DataFrame, pd.DataFrame] | None = None):
     """Profiles of `examples` at inference temperature, through the generation cache (only prompts that changed
-    since an earlier run reach the model), with the table's metadata."""
+    since an earlier run reach the model), with the table's metadata. `target_mode` = (examples, interactions)
+    adds DUET's target-mode user and item profiles of those examples as two more columns."""
     cache = GenerationCache(model_store.generation_cache, model_version)
+    sampling = profiler_llm.sampling(min_new_tokens)
     profiles, generated_now = generate_profiles(
-        chat, examples, items, profiler_llm.history_budget_tokens, profiler_llm.sampling(min_new_tokens), cache,
-        f"{method} profiles", prompt,
+        chat, examples, items, profiler_llm.history_budget_tokens, sampling, cache, f"{method} profiles", prompt,
     )
+    target_now = 0
+    if target_mode is not None:
+        rated, interactions = target_mode
+        target, target_now = generate_target_profiles(
+            chat, rated, items, item_evidence(rated, interactions, items), profiler_llm.history_budget_tokens,
+            sampling, cache, prompt,
+        )
+        profiles = profiles.merge(target, on=["domain", "user_id", "cut"], how="left", validate="one_to_one")
     profiles = profiles.assign(method=method, model_version=model_version, prompt_version=PROMPT_VERSION)
     context.log.info(f"{len(profiles)} {method} profiles, {generated_now} generated now, the rest unchanged (cached)")
     return table_output(
         profiles,
         users=len(profiles),
         generated_now=generated_now,
+        target_mode_profiles=0 if target_mode is None else len(target_mode[0]),
+        target_mode_generated_now=target_now,
         mean_profile_tokens=float(profiles["profile_tokens"].mean()) if len(profiles) else 0.0,
         seconds_per_user=float(profiles["seconds"].mean()) if len(profiles) else 0.0,
         empty_profiles=int((profiles["profile"].str.strip() == "").sum()),
@@ -99,10 +112,10 @@ def base_profiles(
     metadata={"partition_expr": {"method": "method", "domain": "domain"}},
     io_manager_key="warehouse",
     automation_condition=on_upstream_data_change(),
-    code_version="2",
+    code_version="3",
     group_name="training",
     ins={
-        **{name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "items")},
+        **{name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "items", "interactions")},
         "profiler_checkpoint": AssetIn(partition_mapping=from_source_checkpoint),
         "profiler_base_weights": AssetIn(),
     },
@@ -113,6 +126,7 @@ def generated_profiles(
     context: AssetExecutionContext,
     filtered_histories: pd.DataFrame,
     items: pd.DataFrame,
+    interactions: pd.DataFrame,
     profiler_checkpoint: Artifact,
     profiler_base_weights: Artifact,
     profiler_llm: ProfilerLLMResource,
@@ -122,9 +136,13 @@ def generated_profiles(
     """Profiles of a domain's evaluated test users written by a trained method's checkpoint (the one trained on
     the source domain), at inference temperature 0.7; unchanged users come from the generation cache. An
     item-aware prompt (DUET) is asked in its blank mode: no target item, so nothing of the target can leak into
-    the profiles that N@10, multiple choice and SCL read."""
+    the profiles that N@10, multiple choice and SCL read. For the QA examples it is also asked in target mode
+    (`target_user_profile`, `target_item_profile`), which only DUET's rating-only `10H+P+Pi` context reads."""
     method = context.partition_key.keys_by_dimension["method"]
     chat = trained_profiler(profiler_checkpoint, profiler_base_weights, profiler_llm)
-    examples = eval_examples(filtered_histories, protocol.get())
+    proto = protocol.get()
+    examples = eval_examples(filtered_histories, proto)
+    prompt = PROFILE_PROMPTS[METHODS[method].prompt]
+    target_mode = (eval_examples(filtered_histories, proto, proto.max_qa_users), interactions) if prompt.item_aware else None
     yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, profiler_checkpoint.version,
-                         PROFILE_PROMPTS[METHODS[method].prompt], METHODS[method].min_new_tokens)
+                         prompt, METHODS[method].min_new_tokens, target_mode)

@@ -94,7 +94,8 @@ def profiler_checkpoint(
 
     def examples(rows: pd.DataFrame):
         return training_examples(rows, candidate_sets, items, policy.count_tokens, config.history_budget_tokens,
-                                 protocol.recent_k, protocol.seed, PROFILE_PROMPTS[method.prompt], interactions)
+                                 protocol.recent_k, protocol.seed, PROFILE_PROMPTS[method.prompt], interactions,
+                                 holdout_events=method.holdout_events)
 
     data = examples(train_rows)
     validation = examples(validation_rows) if len(validation_rows) else None

@@ -5,7 +5,8 @@ R = w_fwd·R̄_fwd + w_bwd·R̄_bwd (sum, or their weighted mean) - R_len.
 
 The ranking itself is a `Ranker` (the listwise LLM judge; the pointwise LLM judge or the frozen embedder as labelled
 deviations); the rest is pure numpy, testable on hand-computed cases. Only P = 1 held-out event is wired (the
-example's target); `multi_positive_ndcg` is the general form for P > 1.
+example's target, joined with the last P - 1 history events' lines under `holdout_events`); `multi_positive_ndcg`
+is the general form for P separately ranked positives.
 """
 
 from __future__ import annotations
@@ -48,20 +49,73 @@ def positive_rank(order: Sequence[int], n: int, positive: int) -> int:
     return order.index(positive) + 1 if positive in order else n
 
 
+def holdout_split(history_ids: Sequence[str], history_ratings: Sequence[float], target_id: str, target_rating: float,
+                  events: int = 1) -> tuple[list[str], list[float], list[str], list[float]]:
+    """`holdout_events=P` (DUET_BUMP B5 #1): the history's last P - 1 events join the target in the held-out set.
+    Returns the visible history (ids, ratings) the profiler sees and the held-out events (ids, ratings), oldest
+    first, target last. P = 1 holds out the target alone and leaves the history as it is."""
+    if events < 1:
+        raise ValueError(f"holdout_events must be >= 1, got {events}")
+    moved = events - 1
+    if len(history_ids) <= moved:
+        raise ValueError(f"holdout_events={events} leaves no visible history of {len(history_ids)} events")
+    cut = len(history_ids) - moved
+    return (list(history_ids[:cut]), list(history_ratings[:cut]), [*history_ids[cut:], target_id],
+            [*history_ratings[cut:], target_rating])
+
+
 def length_penalty(lengths: np.ndarray, threshold: int, weight: float = 1.0) -> np.ndarray:
     """R_len = λ·max(0, L - T)/T (choice: the note gives only "zero below T, increasingly strong above")."""
     lengths = np.asarray(lengths, dtype=np.float64)
     return weight * np.maximum(0.0, lengths - threshold) / threshold
 
 
-def negative_pools(target_ids: Sequence[str], k: int, rng: np.random.Generator) -> list[list[int]]:
+def _held_items(held: str | Sequence[str]) -> set[str]:
+    return {held} if isinstance(held, str) else set(held)
+
+
+def negative_pools(target_ids: Sequence[str | Sequence[str]], k: int, rng: np.random.Generator) -> list[list[int]]:
     """Per batch position: up to k other positions, sampled without replacement, shared by all its rollouts.
-    False negatives are excluded: a user whose held-out item is the same item never serves as a negative."""
+    False negatives are excluded: a user holding out any of the same items never serves as a negative (an entry
+    of `target_ids` is one held-out item id, or the ids of all its held-out events when P > 1)."""
+    held = [_held_items(t) for t in target_ids]
     pools = []
-    for u, target in enumerate(target_ids):
-        others = [v for v, t in enumerate(target_ids) if v != u and t != target]
+    for u in range(len(held)):
+        others = [v for v in range(len(held)) if v != u and held[u].isdisjoint(held[v])]
         pools.append(sorted(rng.choice(others, size=min(k, len(others)), replace=False).tolist()) if others else [])
     return pools
+
+
+def centroid(vectors: np.ndarray) -> np.ndarray:
+    """The L2-normalised mean of the rows (item vectors of a visible history), zeros for no rows."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if not len(vectors):
+        return np.zeros(vectors.shape[-1])
+    mean = vectors.mean(axis=0)
+    norm = np.linalg.norm(mean)
+    return mean / norm if norm > 0 else mean
+
+
+def hard_negative_pools(centroids: np.ndarray, target_ids: Sequence[str | Sequence[str]], k: int) -> list[list[int]]:
+    """BUMP+ backward negatives (B5 #9): per batch position, the k other positions whose visible-history centroid
+    is nearest to its own by cosine (ties to the earlier position), false negatives excluded as in
+    `negative_pools`; sorted by position, as the sampled pools are."""
+    unit = np.array([centroid(c[None]) for c in np.asarray(centroids, dtype=np.float64)])
+    sims = unit @ unit.T
+    held = [_held_items(t) for t in target_ids]
+    pools = []
+    for u in range(len(held)):
+        others = [v for v in range(len(held)) if v != u and held[u].isdisjoint(held[v])]
+        pools.append(sorted(sorted(others, key=lambda v: (-sims[u, v], v))[:k]))
+    return pools
+
+
+def hard_positive(candidates: np.ndarray, visible_centroid: np.ndarray) -> int:
+    """BUMP+ forward positive (B5 #9): the index of the held-out candidate (oldest first) least similar by cosine
+    to the visible-history centroid; ties go to the latest, so identical candidates keep the target."""
+    unit = np.array([centroid(c[None]) for c in np.asarray(candidates, dtype=np.float64)])
+    sims = unit @ centroid(np.asarray(visible_centroid)[None])
+    return len(sims) - 1 - int(np.argmin(sims[::-1]))
 
 
 class Ranker(Protocol):
@@ -156,19 +210,22 @@ def _direction(ranker: Ranker, direction: str, queries: list[tuple[tuple, str, l
 
 
 def bump_rewards(
-    profiles: np.ndarray, heldout: Sequence[str], target_ids: Sequence[str], example_ids: Sequence[int],
+    profiles: np.ndarray, heldout: Sequence[str], target_ids: Sequence[str | Sequence[str]], example_ids: Sequence[int],
     lengths: np.ndarray, ranker: Ranker, config: BumpConfig, seed: int = 0, step: int = 0,
+    backward_pools: list[list[int]] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """R per rollout [B, G] and its parts for the log. `profiles` [B, G] texts and `lengths` [B, G] tokens;
     `heldout`, `target_ids` and `example_ids` per batch position. Pools are drawn once per step (shared by a
     user's G rollouts, so its group competes on one candidate pool); each shuffle is seeded from (seed, step,
-    example, rollout, m, direction)."""
+    example, rollout, m, direction). `backward_pools` replaces the drawn pool in the backward direction (BUMP+'s
+    hard negatives)."""
     profiles = np.asarray(profiles, dtype=object)
     b, g = profiles.shape
     pools = negative_pools(target_ids, config.k, np.random.default_rng([seed, step, *example_ids]))
+    backward = pools if backward_pools is None else backward_pools
     other_rollout = {
         (u, r, v): (r if config.backward_rollout == "same" else int(np.random.default_rng([seed, step, example_ids[u], r, v]).integers(g)))
-        for u in range(b) for r in range(g) for v in pools[u]
+        for u in range(b) for r in range(g) for v in backward[u]
     }
     parts: dict[str, np.ndarray] = {}
     total, weights, unparsed_all = np.zeros((b, g)), 0.0, []
@@ -181,7 +238,7 @@ def bump_rewards(
                 if direction == "forward":
                     query, cands = profiles[u, r], [heldout[u], *[heldout[v] for v in pools[u]]]
                 else:
-                    query, cands = heldout[u], [profiles[u, r], *[profiles[v, other_rollout[(u, r, v)]] for v in pools[u]]]
+                    query, cands = heldout[u], [profiles[u, r], *[profiles[v, other_rollout[(u, r, v)]] for v in backward[u]]]
                 queries.extend(((seed, step, example_ids[u], r, m), query, cands) for m in range(config.m_perm))
         ndcg, unparsed = _direction(ranker, direction, queries)
         value = ndcg.reshape(b, g, config.m_perm).mean(axis=2)

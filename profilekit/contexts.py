@@ -13,6 +13,10 @@ import pandas as pd
 from profilekit.text import example_history_lines, fit_lines_to_budget, recent_history_text
 
 CONTEXT_COLUMNS = ["domain", "user_id", "cut", "method", "context", "text"]
+# DUET's native rating row (DUET_BUMP A6): 10H + the target-mode user profile + the target-mode item profile. Its
+# profiles were written knowing the target, so it answers the rating question only; `evaluation_contexts` never
+# builds it, so N@10, multiple choice and SCL cannot see it.
+DUET_RATING_CONTEXT = "10H+P+Pi"
 
 
 def history_contexts(
@@ -74,3 +78,25 @@ def evaluation_contexts(
         for method, rows in trained_profiles.groupby("method", sort=True):
             frames.append(profile_contexts(examples, items, rows, recent_k, method))
     return pd.concat(frames, ignore_index=True)
+
+
+def duet_rating_contexts(
+    examples: pd.DataFrame, items: pd.DataFrame, trained_profiles: pd.DataFrame, recent_k: int
+) -> pd.DataFrame:
+    """The `10H+P+Pi` context of every example and method whose profile row carries target-mode profiles
+    (`profiler.generate_target_profiles`; only DUET methods write them, for the QA examples): the 10 most recent
+    history lines, the user profile, and the item profile on its own line."""
+    if "target_user_profile" not in trained_profiles.columns:
+        return pd.DataFrame(columns=CONTEXT_COLUMNS)
+    rated = trained_profiles.dropna(subset=["target_user_profile"])
+    by_key = rated.set_index(["user_id", "cut"]).sort_values("method", kind="stable")
+    titles = dict(zip(items["item_id"], items["title"]))
+    rows = []
+    for ex in examples.itertuples(index=False):
+        if (ex.user_id, ex.cut) not in by_key.index:
+            continue
+        recent = recent_history_text(example_history_lines(ex, titles), recent_k)
+        for r in by_key.loc[[(ex.user_id, ex.cut)]].itertuples(index=False):
+            rows.append((ex.domain, ex.user_id, ex.cut, r.method, DUET_RATING_CONTEXT,
+                         f"{recent}\n{r.target_user_profile}\nItem profile: {r.target_item_profile}"))
+    return pd.DataFrame(rows, columns=CONTEXT_COLUMNS)

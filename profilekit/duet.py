@@ -59,6 +59,14 @@ def item_evidence(examples: pd.DataFrame, interactions: pd.DataFrame, items: pd.
     return out
 
 
+def blank_item_mask(example_ids, step: int, prob: float, seed: int = 0) -> np.ndarray:
+    """Which training prompts of a step show a blank item block (`blank_item_prob`, DUET_BUMP A5 #5): one uniform
+    draw per (seed, step, example), so a rerun or a resumed run blanks the same prompts, and an example is blanked
+    in about `prob` of the steps it is drawn in. 0 blanks none and 1 every one."""
+    draws = np.array([np.random.default_rng([seed, step, int(i)]).random() for i in example_ids])
+    return draws < prob
+
+
 def duet_reward(predicted: np.ndarray, valid: np.ndarray, target: np.ndarray, scale: RatingScale,
                 penalty: float = -1.0) -> np.ndarray:
     """1 - |clip(ŷ) - y| / M_r where the completion parsed and the judge's rating did, `penalty` elsewhere

@@ -16,7 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from profilekit.bump import BumpConfig, EmbedderJudge, ListwiseJudge, PointwiseJudge, Ranker, bump_rewards
+from profilekit.bump import (
+    BumpConfig,
+    EmbedderJudge,
+    ListwiseJudge,
+    PointwiseJudge,
+    Ranker,
+    bump_rewards,
+    centroid,
+    hard_negative_pools,
+    hard_positive,
+)
 from profilekit.contexts import profile_views
 from profilekit.duet import RatingScale, duet_reward
 from profilekit.prompts import (
@@ -188,7 +198,7 @@ def _duet_rating(inputs: RewardInputs, parser: str = "strict", penalty: float = 
 def _bump(inputs: RewardInputs, ranker: Ranker, options: dict) -> TermResult:
     data = inputs.data
     profiles = np.array(inputs.profiles, dtype=object).reshape(len(inputs.batch), inputs.rollouts)
-    return bump_rewards(profiles, [data.heldout[i] for i in inputs.batch], [data.target_ids[i] for i in inputs.batch],
+    return bump_rewards(profiles, [data.heldout[i] for i in inputs.batch], [data.heldout_ids[i] for i in inputs.batch],
                         inputs.batch, inputs.grid(inputs.completion_tokens), ranker, BumpConfig(**options),
                         inputs.seed, inputs.step)
 
@@ -196,15 +206,47 @@ def _bump(inputs: RewardInputs, ranker: Ranker, options: dict) -> TermResult:
 BUMP_JUDGES = ("listwise", "pointwise")
 
 
+def _llm_ranker(inputs: RewardInputs, judge: str, max_new_tokens: int) -> Ranker:
+    if judge not in BUMP_JUDGES:
+        raise ValueError(f"BUMP's LLM judge must be one of {BUMP_JUDGES}, got {judge!r}")
+    return (ListwiseJudge(inputs.judge, replace(inputs.answer_sampling, max_new_tokens=max_new_tokens))
+            if judge == "listwise" else PointwiseJudge(inputs.judge))
+
+
 @reward_term("bump", needs=("judge",))
 def _bump_llm_judge(inputs: RewardInputs, judge: str = "listwise", max_new_tokens: int = 32, **options) -> TermResult:
     """BUMP with the judge LLM: forward and backward in-batch NDCG over M_perm shuffles minus R_len. `listwise`
     (the paper's) ranks the whole list in one answer; `pointwise` (a labelled deviation) scores each pair."""
-    if judge not in BUMP_JUDGES:
-        raise ValueError(f"BUMP's LLM judge must be one of {BUMP_JUDGES}, got {judge!r}")
-    ranker = (ListwiseJudge(inputs.judge, replace(inputs.answer_sampling, max_new_tokens=max_new_tokens))
-              if judge == "listwise" else PointwiseJudge(inputs.judge))
-    return _bump(inputs, ranker, options)
+    return _bump(inputs, _llm_ranker(inputs, judge, max_new_tokens), options)
+
+
+@reward_term("bump_plus", needs=("judge", "embedder"))
+def _bump_plus(inputs: RewardInputs, judge: str = "listwise", max_new_tokens: int = 32, q: int = 3,
+               **options) -> TermResult:
+    """BUMP+ (B5 #9): BUMP with harder comparisons from the frozen embedder's item vectors (standing in for BGE).
+    Forward: the held-out positive is, of the example's last `q` held-out events (the method's `holdout_events`
+    must be >= q), the one least similar to the centroid of the visible history. Backward: the negatives are the
+    K users of the batch whose visible-history centroids are nearest to u's. Forward negatives stay sampled."""
+    data, config = inputs.data, BumpConfig(**options)
+    vectors = inputs.item_vectors
+    centroids, positives, chosen_target = [], [], []
+    for i in inputs.batch:
+        candidates = data.heldout_ids[i][-q:]
+        if len(candidates) < q:
+            raise ValueError(f"BUMP+ picks among the last q={q} held-out events, example {i} holds out "
+                             f"{len(candidates)}: give the method holdout_events >= q")
+        visible = centroid(np.stack([vectors[x] for x in data.visible_ids[i]]))
+        pick = hard_positive(np.stack([vectors[x] for x in candidates]), visible)
+        centroids.append(visible)
+        positives.append(data.heldout_events[i][-q:][pick])
+        chosen_target.append(pick == q - 1)
+    held = [data.heldout_ids[i] for i in inputs.batch]
+    profiles = np.array(inputs.profiles, dtype=object).reshape(len(inputs.batch), inputs.rollouts)
+    reward, parts = bump_rewards(profiles, positives, held, inputs.batch, inputs.grid(inputs.completion_tokens),
+                                 _llm_ranker(inputs, judge, max_new_tokens), config, inputs.seed, inputs.step,
+                                 backward_pools=hard_negative_pools(np.stack(centroids), held, config.k))
+    parts["positive_is_target"] = np.repeat(np.array(chosen_target, dtype=np.float64)[:, None], inputs.rollouts, axis=1)
+    return reward, parts
 
 
 @reward_term("bump_embedder", needs=("embedder",))
@@ -243,10 +285,22 @@ class Method:
     # The fewest new tokens its completions need (DUET's two blocks of three tags: 192 on CPU, choice A5 #12);
     # raises the trainer's and the profile generation's budget, never lowers it.
     min_new_tokens: int | None = None
+    # DUET A5 #5: the share of training prompts whose item block is blanked (seeded per example and step), so the
+    # policy also learns the blank mode every target-agnostic use asks in; the judge still sees the item text.
+    blank_item_prob: float = 0.0
+    # BUMP B5 #1: P held-out events per example (the target and the history's last P - 1), an ablation only since it
+    # shortens what the profiler sees; `training_examples(holdout_events=...)` builds the data.
+    holdout_events: int = 1
 
     def __post_init__(self):
         if self.prompt not in PROFILE_PROMPTS:
             raise ValueError(f"method {self.name!r} names unknown prompt {self.prompt!r}; known: {sorted(PROFILE_PROMPTS)}")
+        if not 0.0 <= self.blank_item_prob <= 1.0:
+            raise ValueError(f"blank_item_prob must be within [0, 1], got {self.blank_item_prob}")
+        if self.blank_item_prob and not PROFILE_PROMPTS[self.prompt].item_aware:
+            raise ValueError(f"method {self.name!r}: blank_item_prob needs an item-aware prompt, not {self.prompt!r}")
+        if self.holdout_events < 1:
+            raise ValueError(f"holdout_events must be >= 1, got {self.holdout_events}")
         if self.advantage not in ADVANTAGES:
             raise ValueError(f"advantage must be one of {ADVANTAGES}, got {self.advantage!r}")
         if not self.terms:
@@ -281,6 +335,10 @@ class Method:
             payload["zero_shot"] = True
         if self.min_new_tokens is not None:
             payload["min_new_tokens"] = self.min_new_tokens
+        if self.blank_item_prob:
+            payload["blank_item_prob"] = self.blank_item_prob
+        if self.holdout_events != 1:
+            payload["holdout_events"] = self.holdout_events
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -302,13 +360,16 @@ def _duet(name: str, zero_shot: bool = False, **options) -> Method:
                   min_new_tokens=192)
 
 
-def _bump_method(name: str, term: str = "bump", **options) -> Method:
-    """BUMP (DUET_BUMP B) or an ablation: the plain profile prompt; BumpConfig's defaults unless overridden."""
+def _bump_method(name: str, term: str = "bump", holdout_events: int = 1, **options) -> Method:
+    """BUMP (DUET_BUMP B) or an ablation: the plain profile prompt; BumpConfig's defaults unless overridden;
+    `holdout_events` P > 1 holds out the history's last P - 1 events with the target."""
     defaults = {"k": 8, "m_perm": 2, "w_fwd": 1.0, "w_bwd": 1.0, "combine": "sum", "backward_rollout": "same",
                 "length_threshold": 64, "length_weight": 1.0}
-    if term == "bump":  # the LLM judge's own options (every value in the options, so the fingerprint sees it)
+    if term in ("bump", "bump_plus"):  # the LLM judge's own options (every value in the options, so the fingerprint sees it)
         defaults.update(judge="listwise", max_new_tokens=32)
-    return Method(name, (Term(term, options={**defaults, **options}),))
+    if term == "bump_plus":
+        defaults.update(q=3)
+    return Method(name, (Term(term, options={**defaults, **options}),), holdout_events=holdout_events)
 
 
 # Every method of the paper's comparison and its Table-6 ablation, then DUET and BUMP with their ablations.
@@ -336,5 +397,7 @@ METHODS: dict[str, Method] = {
         _bump_method("bump-m1", m_perm=1),
         _bump_method("bump-pointwise", judge="pointwise"),
         _bump_method("bump-embedder", term="bump_embedder"),
+        _bump_method("bump-holdout3", holdout_events=3),
+        _bump_method("bump-plus", term="bump_plus", holdout_events=3),
     ]
 }

@@ -7,6 +7,8 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import f1_score
 
+from profilekit.contexts import DUET_RATING_CONTEXT
+
 
 def target_ranks(scores: np.ndarray) -> np.ndarray:
     """1-based rank of column 0 (the target) in each row; ties count against the target (pessimistic)."""
@@ -40,7 +42,9 @@ def paired_significance(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 REFERENCE_METHOD = "blue"
 # Contexts without a profile are compared with BLUE's history+profile context (the paper's 10H+BLUE vs 10-H).
-REFERENCE_CONTEXT = {"P": "P", "10H+P": "10H+P", "All-H": "10H+P", "10-H": "10H+P"}
+# DUET's rating-only `10H+P+Pi` context has no counterpart in Base or BLUE: it is paired with their 10H+P, the
+# context it extends (by the item profile, and a target-conditioned user profile).
+REFERENCE_CONTEXT = {"P": "P", "10H+P": "10H+P", "All-H": "10H+P", "10-H": "10H+P", DUET_RATING_CONTEXT: "10H+P"}
 
 
 def compare_with_reference(scores: pd.DataFrame, value: str, reference: str = REFERENCE_METHOD) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from profilekit.llm.grpo_step import completion_logps
 from profilekit.llm.model import load_lm
 from profilekit.llm.sampler import Sampler, SamplingConfig
 from profilekit.progress import progress_bar
-from profilekit.prompts import PROFILE_PROMPTS, ItemEvidence, ProfilePrompt
+from profilekit.prompts import PROFILE_PROMPTS, ItemEvidence, ProfilePrompt, duet_item_profile
 from profilekit.sources import dir_content_hash
 from profilekit.text import example_history_lines, fit_lines_to_budget
 
@@ -189,4 +189,32 @@ def generate_profiles(
             "seconds": out.seconds,
         }
     )
+    return frame, out.generated_now
+
+
+def generate_target_profiles(
+    chat: ChatLM,
+    examples: pd.DataFrame,
+    items: pd.DataFrame,
+    evidence: list[ItemEvidence],
+    history_budget: int,
+    config: SamplingConfig,
+    cache: GenerationCache | None = None,
+    prompt: ProfilePrompt = PROFILE_PROMPTS["duet"],
+) -> tuple[pd.DataFrame, int]:
+    """DUET's target-mode profiles (DUET_BUMP A5 #5 `item_mode=target`): per example, the joint prompt with its
+    target item's `evidence` (`duet.item_evidence`), and the user and item <profile> of the completion. They know
+    the target, so they may only feed the rating question about that target (`contexts.duet_rating_contexts`),
+    never N@10, multiple choice or SCL; and how many were generated now."""
+    if not prompt.item_aware:
+        raise ValueError("target-mode profiles need an item-aware prompt (DUET's)")
+    conversations = profile_conversations(examples, items, chat.count_tokens, history_budget, prompt, evidence)
+    out = chat.generate(conversations, config, cache, "target-mode profiles")
+    frame = pd.DataFrame({
+        "domain": examples["domain"].to_numpy(),
+        "user_id": examples["user_id"].to_numpy(),
+        "cut": examples["cut"].to_numpy(),
+        "target_user_profile": [prompt.parse(t) for t in out.texts],
+        "target_item_profile": [duet_item_profile(t) for t in out.texts],
+    })
     return frame, out.generated_now

@@ -156,6 +156,12 @@ def duet_user_profile(text: str) -> str:
     return profile if profile is not None else " ".join(_ANY_TAG.sub(" ", text).split())
 
 
+def duet_item_profile(text: str) -> str:
+    """The item block's <profile> of a target-mode completion, "" when the model did not write one (the native
+    rating row then reads the user profile and 10H alone; no fallback to raw text, which may echo the prompt)."""
+    return parse_duet(text)["item"]["profile"] or ""
+
+
 DUET_JUDGE_INSTRUCTION = (
     "Predict the rating this user would give the item, from {low:.2f} to {high:.2f}, using only the profiles "
     "below; treat the profiles as the main evidence and use the whole scale with 0.01 precision. Answer with "

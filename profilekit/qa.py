@@ -54,21 +54,43 @@ def answer_questions(
     merged = contexts.merge(questions, on=["domain", "user_id", "cut"], how="inner", validate="many_to_one")
     mc = judge.generate([multiple_choice_messages(r.text, r.options) for r in merged.itertuples()], config, cache,
                         "QA choices")
-    rating = judge.generate([rating_messages(r.text, r.target_text) for r in merged.itertuples()], config, cache,
-                            "QA ratings")
     choices = [parse_choice(a, opts) for a, opts in zip(mc.texts, merged["options"])]
-    ratings = [parse_rating(a, *rating_range) for a in rating.texts]
     out = merged[["domain", "user_id", "cut", "method", "context"]].copy()
     out["mc_answer"] = mc.texts
     out["mc_parsed"] = [c is not None for c in choices]
     out["mc_correct"] = [float(c == a) if c is not None else 0.0 for c, a in zip(choices, merged["answer_index"])]
-    out["rating_answer"] = rating.texts
-    out["rating_parsed"] = [r is not None for r in ratings]
+    ratings = _rating_answers(judge, merged, config, fallback_rating, cache, rating_range)
+    return pd.concat([out.reset_index(drop=True), ratings], axis=1)
+
+
+def answer_ratings(
+    judge: ChatLM,
+    contexts: pd.DataFrame,
+    questions: pd.DataFrame,
+    config: SamplingConfig,
+    fallback_rating: float,
+    cache: GenerationCache | None = None,
+    rating_range: tuple[float, float] = (1.0, 5.0),
+) -> pd.DataFrame:
+    """The rating question alone, for contexts that must not answer the next-item question (DUET's target-mode
+    `10H+P+Pi`: its profiles were written knowing the target); same prompt, parsing and fallback as
+    `answer_questions`."""
+    merged = contexts.merge(questions, on=["domain", "user_id", "cut"], how="inner", validate="many_to_one")
+    keys = merged[["domain", "user_id", "cut", "method", "context"]].reset_index(drop=True)
+    return pd.concat([keys, _rating_answers(judge, merged, config, fallback_rating, cache, rating_range)], axis=1)
+
+
+def _rating_answers(judge, merged: pd.DataFrame, config, fallback_rating: float, cache, rating_range) -> pd.DataFrame:
+    # No rows (a domain without DUET profiles) asks the judge nothing.
+    texts = judge.generate([rating_messages(r.text, r.target_text) for r in merged.itertuples()], config, cache,
+                           "QA ratings").texts if len(merged) else []
+    ratings = [parse_rating(a, *rating_range) for a in texts]
     predicted = np.array([fallback_rating if r is None else r for r in ratings], dtype=np.float64)
-    out["rating_predicted"] = predicted
-    out["target_rating"] = merged["target_rating"].to_numpy(np.float64)
-    out["rating_abs_error"] = np.abs(predicted - merged["target_rating"].to_numpy())
-    return out.reset_index(drop=True)
+    target = merged["target_rating"].to_numpy(np.float64)
+    return pd.DataFrame({"rating_answer": pd.Series(texts, dtype=object),
+                         "rating_parsed": np.array([r is not None for r in ratings], dtype=bool),
+                         "rating_predicted": predicted, "target_rating": target,
+                         "rating_abs_error": np.abs(predicted - target)})
 
 
 def summarize_ratings(scores: pd.DataFrame, scale: RatingScale) -> pd.DataFrame:

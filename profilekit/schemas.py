@@ -126,6 +126,10 @@ profiles_schema = pa.DataFrameSchema(
         "method": pa.Column(str),
         "model_version": pa.Column(str),
         "prompt_version": pa.Column(str),
+        # DUET methods only, QA examples only: the target-mode user and item profiles (DUET_BUMP A5 #5), read by
+        # the rating-only `10H+P+Pi` context and nothing else; absent from Base's and other methods' rows.
+        "target_user_profile": pa.Column(str, nullable=True, required=False),
+        "target_item_profile": pa.Column(str, nullable=True, required=False),
     },
     unique=["domain", "user_id", "cut", "method"],
     coerce=True,
@@ -153,6 +157,25 @@ qa_example_scores_schema = pa.DataFrameSchema(
     coerce=True,
     strict=True,
     name="qa_example_scores",
+)
+
+duet_rating_scores_schema = pa.DataFrameSchema(
+    {
+        "domain": _domain,
+        "user_id": _user,
+        "cut": pa.Column("int64"),
+        "method": pa.Column(str),
+        "context": pa.Column(str),
+        "rating_answer": pa.Column(str),
+        "rating_parsed": pa.Column(bool),
+        "rating_predicted": pa.Column(float),
+        "target_rating": pa.Column(float),
+        "rating_abs_error": pa.Column(float, pa.Check.in_range(0.0, 5.0)),
+    },
+    unique=["domain", "user_id", "cut", "method", "context"],
+    coerce=True,
+    strict=True,
+    name="duet_rating_scores",
 )
 
 qa_metrics_schema = pa.DataFrameSchema(

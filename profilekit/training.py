@@ -20,9 +20,10 @@ import numpy as np
 import optax
 import pandas as pd
 
+from profilekit.bump import holdout_split
 from profilekit.checkpoints import CheckpointStore, lora_of, params_digest
 from profilekit.contexts import profile_views
-from profilekit.duet import item_evidence, rating_scale
+from profilekit.duet import blank_item_mask, item_evidence, rating_scale
 from profilekit.embedder import Embedder
 from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
 from profilekit.llm.lora import ALL_PROJECTIONS, AdapterTrainer, LoraConfig
@@ -114,7 +115,11 @@ def run_key(method: Method, config: GRPOConfig, base_version: str, data_version:
 class TrainingExamples:
     """Per training example: profiler prompt, 10-H text, target + negatives, and the 4-option question; for DUET
     and BUMP also the target's rating, item text and history line (BUMP's held-out interaction), and the
-    domain's rating scale (lowest, highest, rounding step)."""
+    domain's rating scale (lowest, highest, rounding step). An item-aware prompt (DUET) also has each example's
+    prompt with a blank item block (`blank_messages`, for `Method.blank_item_prob`). `heldout_ids` and
+    `heldout_events` are BUMP's held-out events (item ids and history lines, oldest first, target last; the target
+    alone unless `holdout_events` > 1), `heldout` their lines joined, and `visible_ids` the history the profiler
+    sees."""
 
     messages: list[list[dict]]
     recent: list[str]
@@ -127,6 +132,10 @@ class TrainingExamples:
     item_texts: list[str] = field(default_factory=list)
     heldout: list[str] = field(default_factory=list)
     rating_scale: tuple[float, float, float] = (1.0, 5.0, 1.0)
+    blank_messages: list[list[dict]] = field(default_factory=list)
+    heldout_ids: list[list[str]] = field(default_factory=list)
+    heldout_events: list[list[str]] = field(default_factory=list)
+    visible_ids: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -135,13 +144,19 @@ class TrainingExamples:
 def training_examples(
     histories: pd.DataFrame, candidates: pd.DataFrame, items: pd.DataFrame, count_tokens, history_budget: int,
     recent_k: int, seed: int, prompt: ProfilePrompt = PROFILE_PROMPTS["profile"],
-    interactions: pd.DataFrame | None = None, item_evidence_k: int = 10,
+    interactions: pd.DataFrame | None = None, item_evidence_k: int = 10, holdout_events: int = 1,
 ) -> TrainingExamples:
     """The domain's train examples. An item-aware prompt (DUET) shows each example's target item with its ratings
-    by other users before the target's time, which needs `interactions`."""
+    by other users before the target's time, which needs `interactions`. `holdout_events` = P > 1 (BUMP's
+    ablation, `Method.holdout_events`) takes the last P - 1 history events out of the profiler's prompt and into
+    the held-out set; the 10-H text, candidates and questions keep the whole history, as for every method."""
     train = histories[histories["split"] == "train"].sort_values(["user_id", "cut"]).reset_index(drop=True)
     if train.empty:
         raise ValueError("no training examples: the domain has no train-split users")
+    splits = [holdout_split(json.loads(ex.history_items), json.loads(ex.history_ratings), ex.target_item_id,
+                            float(ex.target_rating), holdout_events) for ex in train.itertuples(index=False)]
+    visible = train.assign(history_items=[json.dumps(s[0]) for s in splits],
+                           history_ratings=[json.dumps(s[1]) for s in splits])
     cands = candidates[candidates["split"] == "train"].sort_values(["user_id", "cut", "position"])
     grouped = cands.groupby(["user_id", "cut"])["item_id"].agg(list)
     titles = dict(zip(items["item_id"], items["title"]))
@@ -151,8 +166,9 @@ def training_examples(
         raise ValueError("an item-aware profile prompt needs the interactions (the target item's earlier ratings)")
     evidence = item_evidence(train, interactions, items, item_evidence_k) if prompt.item_aware else None
     scale = rating_scale(interactions["rating"] if interactions is not None else histories["target_rating"])
+    heldout_events = [history_lines(s[2], s[3], titles) for s in splits]
     return TrainingExamples(
-        messages=profile_conversations(train, items, count_tokens, history_budget, prompt, evidence),
+        messages=profile_conversations(visible, items, count_tokens, history_budget, prompt, evidence),
         recent=[recent_history_text(example_history_lines(ex, titles), recent_k) for ex in train.itertuples(index=False)],
         target_ids=train["target_item_id"].tolist(),
         negative_ids=[grouped.loc[(u, c)][1:] for u, c in zip(train["user_id"], train["cut"])],
@@ -161,9 +177,21 @@ def training_examples(
         user_ids=train["user_id"].astype(str).tolist(),
         target_ratings=train["target_rating"].astype(float).tolist(),
         item_texts=[texts.get(i, i) for i in train["target_item_id"]],
-        heldout=history_lines(train["target_item_id"].tolist(), train["target_rating"].tolist(), titles),
+        heldout=[", ".join(lines) for lines in heldout_events],
         rating_scale=(scale.low, scale.high, scale.step),
+        blank_messages=profile_conversations(visible, items, count_tokens, history_budget, prompt) if prompt.item_aware else [],
+        heldout_ids=[s[2] for s in splits],
+        heldout_events=heldout_events,
+        visible_ids=[s[0] for s in splits],
     )
+
+
+def step_conversations(data: TrainingExamples, batch: list[int], step: int, blank_item_prob: float, seed: int
+                       ) -> tuple[list[list[dict]], np.ndarray]:
+    """The profiler chats of one step's batch and which of them have a blank item block: the target-mode prompt
+    unless `blank_item_mask` picks the example for this step (never when `blank_item_prob` is 0)."""
+    blanked = blank_item_mask(batch, step, blank_item_prob, seed) if blank_item_prob else np.zeros(len(batch), bool)
+    return [(data.blank_messages if b else data.messages)[i] for i, b in zip(batch, blanked)], blanked
 
 
 @dataclass
@@ -324,7 +352,8 @@ def train_profiler(
     for step in range(start, config.steps):
         t0 = time.perf_counter()
         batch = [int(order[(step * config.users_per_step + j) % len(data)]) for j in range(config.users_per_step)]
-        prompts = [policy.encode_chat(data.messages[i]) for i in batch]
+        conversations, blanked = step_conversations(data, batch, step, method.blank_item_prob, config.seed)
+        prompts = [policy.encode_chat(m) for m in conversations]
         gen = policy.sampler.generate(prompts, replace(sampling, seed=config.seed * 1_000_003 + step), samples=config.rollouts)
         completions = [toks + ([stop] if stop is not None else []) for toks, stop in zip(gen.tokens, gen.stops)]
         texts = [policy.tokenizer.decode(t, skip_special_tokens=True) for t in gen.tokens]
@@ -352,6 +381,8 @@ def train_profiler(
             **aux,
             "completion_tokens_mean": float(np.mean([len(c) for c in completions])),
             "dropped_groups": int(dropped.sum()),
+            # Only where blanking is on, so the other methods' step logs stay as they were.
+            **({"blank_item_frac": float(blanked.mean())} if method.blank_item_prob else {}),
             "seconds_rollout": t_rollout,
             "seconds_update": time.perf_counter() - t_update,
             "seconds": time.perf_counter() - t0,

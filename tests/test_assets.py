@@ -321,3 +321,16 @@ def test_duet_zero_shot_is_a_partition_whose_profiles_come_from_the_base_weights
                       "amazon-fixture", "duet-zero-shot")
     assert len(profiles) == 6 and set(profiles["model_version"]) == {version}
     assert (profiles["profile_tokens"] > 16).any()  # DUET's completion budget (192) overrides the resource's 16
+    # Target mode for the QA examples only (PROFILEKIT_MAX_QA_USERS = 3): DUET's rating-only 10H+P+Pi row.
+    assert profiles["target_user_profile"].notna().sum() == 3 and profiles["target_item_profile"].notna().sum() == 3
+    assert defs.resolve_job_def("evaluation").execute_in_process(partition_key="amazon-fixture", instance=instance).success
+    native = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.duet_rating_scores WHERE domain = ?", "amazon-fixture")
+    assert len(native) == 3 and set(zip(native["method"], native["context"])) == {("duet-zero-shot", "10H+P+Pi")}
+    for table in ("qa_example_scores", "rec_example_scores"):  # never a next-item or N@10 context
+        contexts = _query(f"SELECT DISTINCT context FROM {WAREHOUSE_SCHEMA}.{table} WHERE domain = ?", "amazon-fixture")
+        assert "10H+P+Pi" not in set(contexts["context"]), table
+    ratings = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rating_metrics WHERE domain = ? AND context = ?",
+                     "amazon-fixture", "10H+P+Pi")
+    row = ratings[ratings["vs_method"] == "Base"].iloc[0]
+    assert row["method"] == "duet-zero-shot" and row["vs_context"] == "10H+P" and row["n_paired"] == 3
+    assert row["rating_mae"] == pytest.approx(native["rating_abs_error"].mean())

@@ -111,14 +111,14 @@ def test_changed_raw_file_reruns_only_that_domain_down_to_its_metrics(settled):
     names = {n for n, _ in requested}
     assert {"interactions", "items", "filtered_histories", "candidate_sets", "item_embeddings", "base_profiles",
             "generated_profiles", "rec_metrics", "rec_example_scores", "qa_metrics", "qa_example_scores",
-            "rating_metrics", "scl_training_pairs", "scl_embedder", "scl_example_scores", "scl_metrics",
+            "duet_rating_scores", "rating_metrics", "scl_training_pairs", "scl_embedder", "scl_example_scores", "scl_metrics",
             "ablation_metrics", "user_embedding_tsne", "efficiency_frontier"} == names
     assert "profiler_checkpoint" not in names  # new interactions re-profile with the current checkpoints, never re-train
     methods = defs.resolve_asset_graph().get(CONFIGS).partitions_def.get_partition_keys()
     total = len(_graph_partitions())
     print(f"changed raw file of ml-100k: {len(requested)} of {total} asset-partitions requested")
-    # 15 per-domain assets, every method's profiles, and pairs, embedder and scores of every SCL context
-    assert len(requested) == 15 + len(methods) + 3 * len(SCL_METHODS) and total > 100
+    # 16 per-domain assets, every method's profiles, and pairs, embedder and scores of every SCL context
+    assert len(requested) == 16 + len(methods) + 3 * len(SCL_METHODS) and total > 100
 
 
 def test_changed_method_config_retrains_only_that_method_and_its_profiles_and_metrics(settled):
@@ -127,15 +127,16 @@ def test_changed_method_config_retrains_only_that_method_and_its_profiles_and_me
     requested = _run_automation(instance, cursor)
     names = {n for n, _ in requested}
     per_method = {"profiler_checkpoint", "generated_profiles", "scl_training_pairs", "scl_embedder", "scl_example_scores"}
-    assert names == per_method | {"rec_example_scores", "rec_metrics", "qa_example_scores", "qa_metrics", "rating_metrics",
+    assert names == per_method | {"rec_example_scores", "rec_metrics", "qa_example_scores", "qa_metrics",
+                                  "duet_rating_scores", "rating_metrics",
                                   "scl_metrics", "ablation_metrics", "user_embedding_tsne", "efficiency_frontier"}
     assert {_dim(p, "method") for n, p in requested if n in per_method} == {"rlaif"}
     domains = defs.resolve_asset_graph().get(SOURCE).partitions_def.get_partition_keys()
     total = len(_graph_partitions())
     print(f"changed rlaif reward config: {len(requested)} of {total} asset-partitions requested")
-    # rlaif's checkpoint, profiles, SCL pairs, embedder and scores, the 6 metric tables and the 3 analyses, of
-    # every domain
-    assert len(requested) == 14 * len(domains)
+    # rlaif's checkpoint, profiles, SCL pairs, embedder and scores, the 7 metric tables (DUET's rating scores
+    # included) and the 3 analyses, of every domain
+    assert len(requested) == 15 * len(domains)
 
 
 PER_METHOD = ("profiler_checkpoint", "generated_profiles", "scl_training_pairs", "scl_embedder", "scl_example_scores")

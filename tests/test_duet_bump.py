@@ -22,7 +22,7 @@ from profilekit.bump import (
 )
 from profilekit.duet import RatingScale, duet_reward, item_evidence, rating_scale
 from profilekit.llm.sampler import SamplingConfig
-from profilekit.methods import METHODS, RewardInputs
+from profilekit.methods import METHODS, REWARD_TERMS, RewardInputs
 from profilekit.metrics import rating_metrics, round_to_scale
 from profilekit.profiler import GeneratedTexts, generate_profiles, profile_conversations
 from profilekit.prompts import (
@@ -301,7 +301,8 @@ def test_bump_ablations_switch_directions_and_combine():
 
 
 def test_duet_and_bump_and_their_ablations_are_method_partitions():
-    assert {"duet", "duet-zero-shot", "bump", "bump-forward", "bump-backward", "bump-no-length-penalty"} <= set(METHODS)
+    assert {"duet", "duet-zero-shot", "bump", "bump-forward", "bump-backward", "bump-no-length-penalty",
+            "bump-holdout3"} <= set(METHODS)
     assert METHODS["duet"].prompt == "duet" and METHODS["bump"].prompt == "profile"
     assert METHODS["duet-zero-shot"].zero_shot and not METHODS["duet"].zero_shot
     assert METHODS["duet"].needs == METHODS["bump"].needs == {"judge"}
@@ -366,3 +367,196 @@ def test_qa_rating_answers_on_a_half_star_scale_and_the_rating_table_paired_agai
     base = table[(table["method"] == "Base") & (table["vs_method"] == "Base")].iloc[0]
     assert base["rating_unparsed"] == 1 and np.isnan(base["t_pvalue_vs_ref"])
     assert table[table["vs_method"] == "blue"]["n_paired"].eq(0).all()  # BLUE absent: nothing to pair with
+
+
+# --- DUET blank_item_prob (A5 #5) ----------------------------------------------------------------------------
+
+def test_blank_item_prob_blanks_that_share_of_prompts_reproducibly():
+    from profilekit.duet import blank_item_mask
+    from profilekit.methods import Method, Term
+    from profilekit.training import TrainingExamples, step_conversations
+
+    n = 2000
+    data = TrainingExamples(messages=[[{"role": "user", "content": f"target {i}"}] for i in range(n)],
+                            recent=[""] * n, target_ids=["t"] * n, negative_ids=[[]] * n, options=[[]] * n,
+                            answers=[0] * n, blank_messages=[[{"role": "user", "content": f"blank {i}"}] for i in range(n)])
+    batch = list(range(n))
+    none, blanked = step_conversations(data, batch, 3, 0.0, seed=0)
+    assert none == data.messages and not blanked.any()  # 0.0 changes nothing
+    every, blanked = step_conversations(data, batch, 3, 1.0, seed=0)
+    assert every == data.blank_messages and blanked.all()
+    some, blanked = step_conversations(data, batch, 3, 0.25, seed=0)
+    assert abs(blanked.mean() - 0.25) < 0.03
+    assert [m[0]["content"].split()[0] for m in some] == ["blank" if b else "target" for b in blanked]
+    assert np.array_equal(blank_item_mask(batch, 3, 0.25, 0), blanked)  # reproducible
+    assert not np.array_equal(blank_item_mask(batch, 4, 0.25, 0), blanked)  # a new draw each step
+    # The option is a Method field in the fingerprint, only on an item-aware prompt, and off by default.
+    assert METHODS["duet"].blank_item_prob == 0.0
+    blanking = Method("duet", METHODS["duet"].terms, prompt="duet", min_new_tokens=192, blank_item_prob=0.25)
+    assert blanking.fingerprint() != METHODS["duet"].fingerprint()
+    with pytest.raises(ValueError, match="item-aware"):
+        Method("x", (Term("ndcg"),), blank_item_prob=0.5)
+    with pytest.raises(ValueError, match="within"):
+        Method("x", METHODS["duet"].terms, prompt="duet", blank_item_prob=1.5)
+
+
+# --- BUMP holdout_events (B5 #1) -----------------------------------------------------------------------------
+
+def test_holdout_events_moves_the_last_history_events_into_the_heldout_set():
+    from profilekit.bump import holdout_split
+
+    ids, ratings = ["a", "b", "c", "d"], [4.0, 3.0, 5.0, 2.0]
+    assert holdout_split(ids, ratings, "T", 1.0) == (ids, ratings, ["T"], [1.0])  # P = 1: the target alone
+    assert holdout_split(ids, ratings, "T", 1.0, 3) == (["a", "b"], [4.0, 3.0], ["c", "d", "T"], [5.0, 2.0, 1.0])
+    with pytest.raises(ValueError, match="no visible history"):
+        holdout_split(ids, ratings, "T", 1.0, 5)
+    with pytest.raises(ValueError, match=">= 1"):
+        holdout_split(ids, ratings, "T", 1.0, 0)
+    # A user holding out any of the same items is a false negative, whatever P.
+    assert negative_pools([["c", "T"], ["x", "y"], ["y", "T"], ["z"]], 8, np.random.default_rng(0))[0] == [1, 3]
+
+
+def test_bump_holdout3_is_a_partition_whose_profiler_sees_a_shorter_history():
+    from profilekit.training import training_examples
+
+    interactions, items, example = _domain()
+    histories = example.assign(split="train", history_items=json.dumps(["a", "b", "a", "b"]),
+                               history_ratings=json.dumps([4.0, 3.0, 2.0, 1.0]))
+    candidates = pd.DataFrame([{"user_id": "u1", "cut": 0, "split": "train", "position": p, "item_id": i}
+                               for p, i in enumerate(["T", "a", "b", "a"])])
+    count = lambda texts: [len(t.split()) for t in texts]  # noqa: E731
+    data = training_examples(histories, candidates, items, count, 100, 10, 0, holdout_events=3)
+    assert data.heldout == ["[Alien | 2], [Babe | 1], [Zyzzyx Road | 5]"] and data.heldout_ids == [["a", "b", "T"]]
+    assert data.heldout_events == [["[Alien | 2]", "[Babe | 1]", "[Zyzzyx Road | 5]"]]
+    assert data.visible_ids == [["a", "b"]]
+    prompt = data.messages[0][0]["content"]
+    assert "[Alien | 4], [Babe | 3]" in prompt and "| 2]" not in prompt and "| 1]" not in prompt
+    assert data.recent == ["[Alien | 4], [Babe | 3], [Alien | 2], [Babe | 1]"]  # the 10-H text is every method's
+    one = training_examples(histories, candidates, items, count, 100, 10, 0)
+    assert one.heldout == ["[Zyzzyx Road | 5]"] and "[Babe | 1]" in one.messages[0][0]["content"]
+    assert METHODS["bump-holdout3"].holdout_events == 3 and METHODS["bump"].holdout_events == 1
+    assert METHODS["bump-holdout3"].terms == METHODS["bump"].terms  # the same reward on the moved data
+
+
+# --- BUMP+ (B5 #9) -------------------------------------------------------------------------------------------
+
+def test_bump_plus_picks_the_least_typical_heldout_event_and_the_nearest_users():
+    from profilekit.bump import centroid, hard_negative_pools, hard_positive
+
+    assert np.allclose(centroid(np.array([[2.0, 0.0], [0.0, 2.0]])), [2 ** -0.5, 2 ** -0.5])
+    # The candidate least similar to the visible centroid; ties keep the latest (the target).
+    assert hard_positive(np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]), np.array([1.0, 0.0])) == 1
+    assert hard_positive(np.array([[0.0, 3.0], [0.0, 1.0]]), np.array([1.0, 0.0])) == 1
+    centroids = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.7, 0.7], [1.0, 0.0]])
+    # User 4 holds out the same item as user 0 (a false negative), so user 0's nearest users are 1 and 3.
+    pools = hard_negative_pools(centroids, ["x", "y", "z", "w", "x"], 2)
+    assert pools[0] == [1, 3] and pools[2] == [1, 3]
+    assert pools[3] == [0, 1]  # 1 is nearest; 0, 2 and 4 tie at cos 45° and the earliest wins
+
+
+def test_bump_plus_term_asks_with_the_hard_positive_and_the_hard_negatives():
+    vec = {"v0": [1, 0], "v1": [0.9, 0.1], "v2": [0, 1], "v3": [0.1, 0.9],
+           "a0": [1, 0], "b0": [0, 1], "T0": [0.9, 0.1],  # u0: b0 is the least typical
+           "a1": [0.9, 0.1], "b1": [0.9, 0.1], "T1": [0.9, 0.1],  # u1: all alike, the target stays
+           "a2": [1, 0], "b2": [0, 1], "T2": [0.1, 0.9],  # u2: a2
+           "a3": [0, 1], "b3": [1, 0], "T3": [0.1, 0.9]}  # u3: b3
+    held = [[f"a{u}", f"b{u}", f"T{u}"] for u in range(4)]
+    data = SimpleNamespace(heldout_ids=held, heldout_events=[[f"[{x} | 4]" for x in h] for h in held],
+                           visible_ids=[[f"v{u}"] for u in range(4)])
+    judge = Recorder(lambda text: "1 > 2")
+    inputs = RewardInputs([f"profile u{u}" for u in range(4)], [0, 1, 2, 3], 1, data,
+                          item_vectors={k: np.array(v, dtype=float) for k, v in vec.items()}, judge=judge,
+                          answer_sampling=GREEDY_ANSWER, completion_tokens=[3] * 4)
+    method = METHODS["bump-plus"]
+    assert method.needs == {"judge", "embedder"} and method.holdout_events == 3
+    assert method.terms[0].options["q"] == 3 and method.terms[0].options["k"] == 8
+    options = {**method.terms[0].options, "k": 1, "m_perm": 1}
+    reward, parts = REWARD_TERMS["bump_plus"].compute(inputs, **options)
+    chosen = {0: "[b0 | 4]", 1: "[T1 | 4]", 2: "[a2 | 4]", 3: "[b3 | 4]"}
+    nearest = {0: 1, 1: 0, 2: 3, 3: 2}
+    prompts = [c[0]["content"] for c in judge.seen]
+    for u in range(4):
+        backward = [p for p in prompts if p.startswith(f"Interaction: {chosen[u]}\n")]
+        assert len(backward) == 1 and sorted(re.findall(r"profile u(\d)", backward[0])) == sorted([str(u), str(nearest[u])])
+        forward = [p for p in prompts if p.startswith(f"User: profile u{u}\n")]
+        assert len(forward) == 1 and chosen[u] in forward[0]  # the hard positive is the forward candidate
+    assert parts["positive_is_target"][:, 0].tolist() == [0.0, 1.0, 0.0, 0.0] and reward.shape == (4, 1)
+    with pytest.raises(ValueError, match="holdout_events >= q"):
+        REWARD_TERMS["bump_plus"].compute(inputs, **{**options, "q": 4})
+
+
+# --- DUET's native rating row: 10H + target-mode P_u + P_i (A6) ---------------------------------------------
+
+def test_target_mode_profiles_see_the_target_and_feed_only_the_rating_row():
+    from profilekit.contexts import DUET_RATING_CONTEXT, duet_rating_contexts, evaluation_contexts
+    from profilekit.profiler import generate_target_profiles
+
+    interactions, items, example = _domain()
+
+    class Profiler(Recorder):
+        def count_tokens(self, texts):
+            return [len(t.split()) for t in texts]
+
+        def generate(self, conversations, config, cache=None, progress=None):
+            self.seen.extend(conversations)
+            return GeneratedTexts([FULL] * len(conversations), [1] * len(conversations), [1] * len(conversations),
+                                  [0.0] * len(conversations))
+
+    chat = Profiler(None)
+    target, _ = generate_target_profiles(chat, example, items, item_evidence(example, interactions, items), 100, None)
+    shown = json.dumps(chat.seen)
+    assert "Zyzzyx Road | Thriller" in shown and "[User 1 | 2]" in shown  # target mode: the item block is filled
+    assert target[["target_user_profile", "target_item_profile"]].values.tolist() == [
+        ["A fan of dark crime dramas.", "Appeals to thriller fans."]]
+    with pytest.raises(ValueError, match="item-aware"):
+        generate_target_profiles(chat, example, items, [], 100, None, prompt=PROFILE_PROMPTS["profile"])
+
+    # Stored like generated_profiles rows: a DUET row with target-mode columns, a BUMP row without them.
+    secret_user, secret_item = "KNOWS-THE-TARGET user", "KNOWS-THE-TARGET item"
+    trained = pd.DataFrame([
+        {"domain": "d", "user_id": "u1", "cut": 0, "method": "duet", "profile": "blank-mode profile",
+         "target_user_profile": secret_user, "target_item_profile": secret_item},
+        {"domain": "d", "user_id": "u1", "cut": 0, "method": "bump", "profile": "bump profile",
+         "target_user_profile": None, "target_item_profile": None},
+    ])
+    native = duet_rating_contexts(example, items, trained, 10)
+    assert native[["method", "context"]].values.tolist() == [["duet", DUET_RATING_CONTEXT]]
+    assert native["text"].iloc[0] == f"[Alien | 4], [Babe | 3]\n{secret_user}\nItem profile: {secret_item}"
+    assert duet_rating_contexts(example, items, trained.drop(columns=["target_user_profile", "target_item_profile"]),
+                                10).empty
+    # Leakage: the contexts that N@10, multiple choice (and SCL, through the same profiles) read never hold them.
+    base = pd.DataFrame([{"user_id": "u1", "cut": 0, "profile": "base profile"}])
+    every = evaluation_contexts(example, items, base, trained, lambda xs: [1] * len(xs), 100, 10)
+    assert DUET_RATING_CONTEXT not in set(every["context"])
+    assert not every["text"].str.contains("KNOWS-THE-TARGET").any()
+    assert "blank-mode profile" in every[every["method"] == "duet"]["text"].iloc[0]
+
+
+def test_the_rating_row_asks_only_the_rating_question_and_is_paired_with_the_references_10hp():
+    from profilekit.qa import answer_ratings, rating_metrics_table
+
+    contexts = pd.DataFrame([{"domain": "d", "user_id": u, "cut": 0, "method": "duet", "context": "10H+P+Pi",
+                              "text": f"duet {u}"} for u in "abc"])
+    questions = pd.DataFrame([{"domain": "d", "user_id": u, "cut": 0, "options": ["w", "x", "y", "z"], "answer_index": 0,
+                               "target_text": "Heat", "target_rating": r} for u, r in zip("abc", (5.0, 4.0, 3.0))])
+    said = {"duet a": "5", "duet b": "3.5", "duet c": "no idea", "Base a": "4", "Base b": "4", "Base c": "2"}
+
+    class Judge(Recorder):
+        def generate(self, conversations, config, cache=None, progress=None):
+            self.seen.extend(conversations)
+            return GeneratedTexts([said[re.search(r"User: (\w+ \w)", c[0]["content"]).group(1)] for c in conversations],
+                                  [1] * len(conversations), [1] * len(conversations), [0.0] * len(conversations))
+
+    judge = Judge(None)
+    native = answer_ratings(judge, contexts, questions, GREEDY_ANSWER, 3.5)
+    assert len(judge.seen) == 3 and all("How would this user rate" in c[0]["content"] for c in judge.seen)
+    assert not any("Which item" in c[0]["content"] for c in judge.seen)  # never the next-item question
+    assert "mc_correct" not in native and native["rating_predicted"].tolist() == [5.0, 3.5, 3.5]
+    assert answer_ratings(judge, contexts.iloc[:0], questions, GREEDY_ANSWER, 3.5).empty and len(judge.seen) == 3
+    base = answer_ratings(judge, contexts.assign(method="Base", context="10H+P",
+                                                 text=[f"Base {u}" for u in "abc"]), questions, GREEDY_ANSWER, 3.5)
+    table = rating_metrics_table(pd.concat([base, native], ignore_index=True), RatingScale(1.0, 5.0))
+    row = table[(table["method"] == "duet") & (table["vs_method"] == "Base")].iloc[0]
+    assert row["context"] == "10H+P+Pi" and row["vs_context"] == "10H+P" and row["n_paired"] == 3
+    assert row["rating_mae"] == pytest.approx((0 + 0.5 + 0.5) / 3)
+    assert row["mean_diff_vs_ref"] == pytest.approx((0 + 0.5 + 0.5) / 3 - (1 + 0 + 1) / 3)

@@ -46,8 +46,11 @@ def test_training_examples_carry_what_duet_and_bump_need(tiny_chat_dir):
         prompt = duet.messages[k][1]["content"]
         assert prompt.count("[User ") == min(len(earlier), 10), k
         assert items.set_index("item_id").loc[ex["target_item_id"], "text"] in prompt
+    # blank_item_prob's prompts: the same user block, the item block blanked (no target text, no ratings of it).
+    assert len(duet.blank_messages) == len(duet) and all("(not given)" in m[1]["content"] for m in duet.blank_messages)
+    assert all("[User " not in json.dumps(m) for m in duet.blank_messages)
     plain = training_examples(histories, candidates, items, count, 64, 10, 0)
-    assert all("[User " not in json.dumps(m) for m in plain.messages)
+    assert all("[User " not in json.dumps(m) for m in plain.messages) and plain.blank_messages == []
     with pytest.raises(ValueError, match="needs the interactions"):
         training_examples(histories, candidates, items, count, 64, 10, 0, PROFILE_PROMPTS["duet"])
 
