@@ -36,7 +36,7 @@ ablation: setup $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -W ignore -m jobs.ablation_grid --domains $(DOMAINS)
 
 test: setup chromium
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=25
 
 # The inner loop (< 3 min on 2 cores): unit tests only, no Dagster run, subprocess, browser or real model.
 test-fast: setup
