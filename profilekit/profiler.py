@@ -31,6 +31,9 @@ class GeneratedTexts:
     generated_now: int = 0  # the rest came from the cache
 
 
+CACHE_FLUSH_TEXTS = 64  # generated texts between two writes of the generation cache
+
+
 class GenerationCache:
     """Generated texts keyed by (model version, sampling config, prompt token ids), in append-only JSON shards.
 
@@ -106,6 +109,13 @@ class ChatLM:
             else:
                 todo.append(i)
         order = [todo[j] for j in np.argsort([len(prompts[i]) for i in todo], kind="stable")]
+        unsaved: list[int] = []
+
+        def save() -> None:
+            if cache is not None:
+                cache.add({keys[i]: {"text": texts[i], "tokens": completion[i], "seconds": seconds[i]} for i in unsaved})
+            unsaved.clear()
+
         with progress_bar(len(order), progress or "", "text", enabled=progress is not None and bool(order)) as bar:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
@@ -117,8 +127,12 @@ class ChatLM:
                     completion[i] = len(toks)
                     seconds[i] = share
                 bar.update(len(idx))
-        if cache is not None:
-            cache.add({keys[i]: {"text": texts[i], "tokens": completion[i], "seconds": seconds[i]} for i in order})
+                unsaved.extend(idx)
+                # An evaluation of a thousand users runs for half an hour: what it generated survives an
+                # interruption, and the rerun only generates the rest.
+                if len(unsaved) >= CACHE_FLUSH_TEXTS:
+                    save()
+        save()
         return GeneratedTexts(texts, [len(p) for p in prompts], completion, seconds, generated_now=len(order))
 
 
