@@ -39,6 +39,14 @@ def question_sets(examples: pd.DataFrame, candidates: pd.DataFrame, items: pd.Da
     return pd.DataFrame(rows)
 
 
+ANSWER_KEY = ["domain", "user_id", "cut", "method", "context"]
+
+
+def _with_questions(contexts: pd.DataFrame, questions: pd.DataFrame) -> pd.DataFrame:
+    """Each context row with its example's questions."""
+    return contexts.merge(questions, on=["domain", "user_id", "cut"], how="inner", validate="many_to_one")
+
+
 def answer_questions(
     judge: ChatLM,
     contexts: pd.DataFrame,
@@ -51,11 +59,11 @@ def answer_questions(
     """Ask the judge both questions for every context row; unparseable answers are flagged and scored as
     wrong (choice) or as `fallback_rating` (the domain's mean rating). A rating answer is the first number within
     `rating_range` (the domain's scale, so half-star domains read "0.5")."""
-    merged = contexts.merge(questions, on=["domain", "user_id", "cut"], how="inner", validate="many_to_one")
+    merged = _with_questions(contexts, questions)
     mc = judge.generate([multiple_choice_messages(r.text, r.options) for r in merged.itertuples()], config, cache,
                         "QA choices")
     choices = [parse_choice(a, opts) for a, opts in zip(mc.texts, merged["options"])]
-    out = merged[["domain", "user_id", "cut", "method", "context"]].copy()
+    out = merged[ANSWER_KEY].copy()
     out["mc_answer"] = mc.texts
     out["mc_parsed"] = [c is not None for c in choices]
     out["mc_correct"] = [float(c == a) if c is not None else 0.0 for c, a in zip(choices, merged["answer_index"])]
@@ -75,9 +83,8 @@ def answer_ratings(
     """The rating question alone, for contexts that must not answer the next-item question (DUET's target-mode
     `10H+P+Pi`: its profiles were written knowing the target); same prompt, parsing and fallback as
     `answer_questions`."""
-    merged = contexts.merge(questions, on=["domain", "user_id", "cut"], how="inner", validate="many_to_one")
-    keys = merged[["domain", "user_id", "cut", "method", "context"]].reset_index(drop=True)
-    return pd.concat([keys, _rating_answers(judge, merged, config, fallback_rating, cache, rating_range)], axis=1)
+    merged = _with_questions(contexts, questions)
+    return pd.concat([merged[ANSWER_KEY].reset_index(drop=True), _rating_answers(judge, merged, config, fallback_rating, cache, rating_range)], axis=1)
 
 
 def _rating_answers(judge, merged: pd.DataFrame, config, fallback_rating: float, cache, rating_range) -> pd.DataFrame:

@@ -137,42 +137,38 @@ profiles_schema = pa.DataFrameSchema(
     name="profiles",
 )
 
+_RATING_ANSWER_COLUMNS = {
+    "rating_answer": pa.Column(str),
+    "rating_parsed": pa.Column(bool),
+    "rating_predicted": pa.Column(float),
+    "target_rating": pa.Column(float),
+    "rating_abs_error": pa.Column(float, pa.Check.in_range(0.0, 5.0)),
+}
+_ANSWER_KEY = {
+    "domain": _domain,
+    "user_id": _user,
+    "cut": pa.Column("int64"),
+    "method": pa.Column(str),
+    "context": pa.Column(str),
+}
+
 qa_example_scores_schema = pa.DataFrameSchema(
     {
-        "domain": _domain,
-        "user_id": _user,
-        "cut": pa.Column("int64"),
-        "method": pa.Column(str),
-        "context": pa.Column(str),
+        **_ANSWER_KEY,
         "mc_answer": pa.Column(str),
         "mc_parsed": pa.Column(bool),
         "mc_correct": pa.Column(float, pa.Check.isin([0.0, 1.0])),
-        "rating_answer": pa.Column(str),
-        "rating_parsed": pa.Column(bool),
-        "rating_predicted": pa.Column(float),
-        "target_rating": pa.Column(float),
-        "rating_abs_error": pa.Column(float, pa.Check.in_range(0.0, 5.0)),
+        **_RATING_ANSWER_COLUMNS,
     },
-    unique=["domain", "user_id", "cut", "method", "context"],
+    unique=list(_ANSWER_KEY),
     coerce=True,
     strict=True,
     name="qa_example_scores",
 )
 
 duet_rating_scores_schema = pa.DataFrameSchema(
-    {
-        "domain": _domain,
-        "user_id": _user,
-        "cut": pa.Column("int64"),
-        "method": pa.Column(str),
-        "context": pa.Column(str),
-        "rating_answer": pa.Column(str),
-        "rating_parsed": pa.Column(bool),
-        "rating_predicted": pa.Column(float),
-        "target_rating": pa.Column(float),
-        "rating_abs_error": pa.Column(float, pa.Check.in_range(0.0, 5.0)),
-    },
-    unique=["domain", "user_id", "cut", "method", "context"],
+    {**_ANSWER_KEY, **_RATING_ANSWER_COLUMNS},
+    unique=list(_ANSWER_KEY),
     coerce=True,
     strict=True,
     name="duet_rating_scores",
