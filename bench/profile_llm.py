@@ -109,7 +109,7 @@ def profile_update(args: argparse.Namespace) -> None:
              rng.standard_normal(n).astype(np.float32))
     wall, trace = traced(lambda: trainer.step(*batch), 1)
     step_args = ((trainer.params, trainer.rest, trainer.opt_state, trainer.ref_params) if not args.lora_rank
-                 else (trainer.params, trainer.opt_state, trainer.base, trainer.rest))
+                 else (trainer.params, trainer.opt_state, trainer.base))
     hlo = trainer._step.lower(*step_args, batch).compile().as_text()
     print(f"update: {args.prompts} prompts x {args.prompt} tokens, {n} completions x {args.new} tokens, "
           f"{'LoRA rank ' + str(args.lora_rank) if args.lora_rank else 'full fine-tune'}, bf16: {wall:.2f} s (untraced)")

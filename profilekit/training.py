@@ -329,7 +329,8 @@ def train_profiler(
         stored = store.meta(resumed_from)  # a full fine-tune's parameters are the whole model, whatever its base
         if lora_of(stored) != lora or (lora is not None and stored["base_version"] != policy.version):
             raise ValueError(f"{checkpoint_dir} holds a checkpoint of another run ({stored}), not of {meta}")
-        trainer.params, trainer.opt_state, saved = store.restore(resumed_from, trainer.params, trainer.opt_state)
+        params, opt_state, saved = store.restore(resumed_from, *trainer.checkpoint_state())
+        trainer.restore_state(params, opt_state)
         history, curve = saved["steps"], saved["validation"]
         trainer.write_into(policy.lm.model)
         policy.sampler.reload_weights()
@@ -391,7 +392,7 @@ def train_profiler(
         if validation is not None and ((step + 1) % config.validate_every == 0 or step + 1 == config.steps):
             score_validation(step + 1)
         if (step + 1) % config.save_every == 0 or step + 1 == config.steps:
-            store.save(step + 1, trainer.params, trainer.opt_state, {"steps": history, "validation": curve}, meta)
+            store.save(step + 1, *trainer.checkpoint_state(), {"steps": history, "validation": curve}, meta)
         log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
         bar.set_postfix(reward=f"{record['reward_mean']:.3f}", refresh=False)
         bar.update(1)
@@ -404,5 +405,5 @@ def train_profiler(
     store.close()
     return TrainingResult(
         log=history, step=final, resumed_from=resumed_from, trained_now=max(0, config.steps - start),
-        digest=params_digest(trainer.params), seconds=time.perf_counter() - started, validation=curve,
+        digest=params_digest(trainer.checkpoint_state()[0]), seconds=time.perf_counter() - started, validation=curve,
     )

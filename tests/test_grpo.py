@@ -106,6 +106,38 @@ def test_bf16_step_matches_the_f32_step(family):
     assert float(jnp.abs(flat(grad_saved) - g32).max()) <= 1e-5 * float(jnp.abs(g32).max())
 
 
+@pytest.mark.parametrize("family", ["qwen2", "gemma3"])
+def test_the_trainer_layout_round_trips_through_checkpoints(family):
+    """The trainer holds llama/qwen layers pre-stacked (gemma3: nnx's state); checkpoints keep nnx's state. The
+    round trip must keep every parameter and adam moment (a resumed step equals the uninterrupted one), and the
+    checkpoint's content hash must be the hash of the model's own parameters."""
+    import optax
+
+    from profilekit.checkpoints import params_digest
+    from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
+
+    path = write_tiny_lm(TEST_DATA / f"tiny-{family}", family)
+    prompt, valid, completion, mask, adv, _ = _batch()
+    geometry = StepGeometry(samples=G, epsilon=0.2, beta=0.01, chunk=3)
+    model = load_lm(path).model
+    own = cast_floats(nnx.state(model, nnx.Param), jnp.float32)
+    straight = PolicyTrainer(model, optax.adamw(1e-2), geometry)
+    assert params_digest(straight.checkpoint_state()[0]) == params_digest(own)
+    straight.step(prompt, valid, completion, mask, adv)
+    saved = jax.tree.map(np.array, straight.checkpoint_state())
+    assert jax.tree.structure(saved[0]) == jax.tree.structure(own)
+    resumed = PolicyTrainer(load_lm(path).model, optax.adamw(1e-2), geometry)
+    resumed.restore_state(*jax.tree.map(jnp.asarray, saved))
+    second = [t.step(prompt, valid, completion, mask, -adv)["loss"] for t in (straight, resumed)]
+    assert second[0] == pytest.approx(second[1], rel=1e-6, abs=1e-8)
+    for a, b in zip(jax.tree.leaves(straight.checkpoint_state()), jax.tree.leaves(resumed.checkpoint_state())):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    sampler = load_lm(path).model
+    resumed.write_into(sampler)
+    for a, b in zip(jax.tree.leaves(nnx.state(sampler, nnx.Param)), jax.tree.leaves(resumed.checkpoint_state()[0])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b).astype(a.dtype))
+
+
 def test_loss_terms_on_a_hand_made_case():
     logps = jnp.log(jnp.array([[0.5, 0.25, 1.0], [0.5, 0.5, 0.5]]))
     ref = jnp.log(jnp.array([[0.25, 0.25, 1.0], [0.5, 0.5, 0.5]]))

@@ -79,35 +79,67 @@ PROJECTIONS = {
 }
 
 
-def _layer_weights(layer: nnx.Module, arch: Arch) -> dict:
-    attn = layer.attn
-    w = {
-        "attn_norm": layer.input_layernorm.w.value,
-        "mlp_norm": layer.post_attention_layernorm.w.value,
-        **{name: p.variable(layer).value for name, p in PROJECTIONS.items()},
+def _layer_variables(arch: Arch) -> dict[str, Callable[[nnx.Module], nnx.Variable]]:
+    """Where each of a decoder layer's weights lives, by role."""
+    where = {
+        "attn_norm": lambda layer: layer.input_layernorm.w,
+        "mlp_norm": lambda layer: layer.post_attention_layernorm.w,
+        **{name: p.variable for name, p in PROJECTIONS.items()},
     }
     if arch.qkv_bias:
-        w |= {"q_bias": attn.q_bias.value, "k_bias": attn.k_bias.value, "v_bias": attn.v_bias.value}
+        where |= {"q_bias": lambda layer: layer.attn.q_bias, "k_bias": lambda layer: layer.attn.k_bias,
+                  "v_bias": lambda layer: layer.attn.v_bias}
     if arch.qk_norm:
-        w |= {"q_norm": attn.q_norm.w.value, "k_norm": attn.k_norm.w.value}
-    return w
+        where |= {"q_norm": lambda layer: layer.attn.q_norm.w, "k_norm": lambda layer: layer.attn.k_norm.w}
+    return where
+
+
+def _model_variables(model: nnx.Module, arch: Arch) -> dict[str, nnx.Variable]:
+    """The model's weights outside its layers, by role (an untied head included)."""
+    where = {"embed": model.embedder.input_embedding, "final_norm": model.final_norm.w}
+    return where if arch.tied else where | {"head": model.lm_head.w}
 
 
 def weights_of(model: nnx.Module, arch: Arch) -> dict:
     """References to the model's arrays (no copy), by role. The vocabulary projection is always [D, V]: a tied
     embedding is transposed here, once per jitted call, instead of inside every decode step."""
-    embed = model.embedder.input_embedding.value
-    return {
-        "embed": embed,
-        "head": embed.T if arch.tied else model.lm_head.w.value,
-        "final_norm": model.final_norm.w.value,
-        "layers": [_layer_weights(layer, arch) for layer in model.layers],
+    weights = {name: v.value for name, v in _model_variables(model, arch).items()}
+    return with_head(weights, arch) | {
+        "layers": [{name: get(layer).value for name, get in _layer_variables(arch).items()} for layer in model.layers]
     }
+
+
+def with_head(weights: dict, arch: Arch) -> dict:
+    """`weights` with the vocabulary projection [D, V] under "head" (the transposed embedding where it is tied)."""
+    return weights | {"head": weights["embed"].T} if arch.tied else weights
 
 
 def stack_layers(layers: list[dict]) -> dict:
     """Per-layer weights as one tree with a leading layer axis, for `lax.scan`."""
     return jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+
+
+def training_weights(model: nnx.Module, arch: Arch) -> dict:
+    """Every weight of the model in the layout the training scan takes: by role, the layers' weights stacked
+    [L, ...] under "layers" (a copy), the others referenced; a tied head is not repeated. Raises if the model has
+    a parameter this forward does not use (it would silently stay untrained)."""
+    weights = {name: v.value for name, v in _model_variables(model, arch).items()}
+    layers = [{name: get(layer).value for name, get in _layer_variables(arch).items()} for layer in model.layers]
+    used = len(weights) + sum(map(len, layers))
+    present = len(jax.tree.leaves(nnx.state(model, nnx.Param)))
+    if used != present:
+        raise ValueError(f"{type(model).__name__} has {present} parameters, our forward uses {used}")
+    return weights | {"layers": stack_layers(layers)}
+
+
+def assign_training_weights(model: nnx.Module, arch: Arch, weights: dict) -> None:
+    """Set the model's weights from `training_weights`' layout, each cast to the dtype the model holds it in."""
+    for name, variable in _model_variables(model, arch).items():
+        variable.set_value(weights[name].astype(variable.get_value().dtype))
+    for i, layer in enumerate(model.layers):
+        for name, get in _layer_variables(arch).items():
+            variable = get(layer)
+            variable.set_value(weights["layers"][name][i].astype(variable.get_value().dtype))
 
 
 def _plain_einsum(spec: str, a, b):

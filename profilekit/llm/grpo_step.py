@@ -66,12 +66,11 @@ def _unshared_logps(model, prompt, prompt_valid, completion, *, samples, chunk, 
     return _logps_of_tokens(partial(project_logits, model), h[:, w - 1 : w + t - 1], completion, chunk, temperature)
 
 
-def _own_logps(model, arch: forward.Arch, prompt, prompt_valid, completion, *, samples, chunk, temperature, remat,
-               adapters):
-    weights = forward.weights_of(model, arch)
-    stacked = forward.stack_layers(weights["layers"])
-    if adapters is not None:
-        stacked = {**stacked, "adapters": adapters}
+def training_logps(weights: dict, arch: forward.Arch, prompt, prompt_valid, completion, *, samples, chunk,
+                   temperature, remat, adapters=None):
+    """`completion_logps` over weights in the training layout (`forward.training_weights`: layers pre-stacked)."""
+    weights = forward.with_head(weights, arch)
+    stacked = weights["layers"] if adapters is None else {**weights["layers"], "adapters": adapters}
     policy = None if remat else jax.checkpoint_policies.everything_saveable
     project = partial(forward.logits, weights)
     w, t = prompt.shape[1], completion.shape[1]
@@ -103,8 +102,8 @@ def completion_logps(model, prompt, prompt_valid, completion, *, samples: int, c
     multi-token input at cache index 0, so a continuation against a prefilled cache would get the wrong window."""
     arch = forward.arch_of(model)
     if arch is not None:
-        return _own_logps(model, arch, prompt, prompt_valid, completion, samples=samples, chunk=chunk,
-                          temperature=temperature, remat=remat, adapters=adapters)
+        return training_logps(forward.training_weights(model, arch), arch, prompt, prompt_valid, completion,
+                              samples=samples, chunk=chunk, temperature=temperature, remat=remat, adapters=adapters)
     if adapters is not None:
         raise ValueError(f"LoRA adapters need our forward (llama, qwen2, qwen3), not {type(model).__name__}'s")
     return _unshared_logps(model, prompt, prompt_valid, completion, samples=samples, chunk=chunk, temperature=temperature)
@@ -150,28 +149,63 @@ class StepGeometry:
     remat: bool = True  # recompute each layer in the backward pass instead of keeping its activations
 
 
-def _logps(model, prompt, valid, completion, geo: StepGeometry):
-    return completion_logps(
-        model, prompt, valid, completion, samples=geo.samples, chunk=geo.chunk, temperature=geo.temperature,
-        remat=geo.remat,
-    )
-
-
 def cast_floats(tree, dtype):
     """The floating-point leaves of a parameter tree in `dtype` (others unchanged)."""
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def _train_step(graphdef, tx, geo: StepGeometry, params, rest, opt_state, ref_params, batch):
-    prompt, valid, completion, mask, advantages = batch
-    ref_model = nnx.merge(graphdef, ref_params, rest)
-    ref_logps = jax.lax.stop_gradient(
-        _logps(ref_model, prompt, valid, completion, geo)
-    )
+class ParameterLayout:
+    """How a trainer holds a model's parameters. llama, qwen2, qwen3: `forward.training_weights`, the layers
+    pre-stacked for the training scan, so no step re-stacks (copies) them. gemma3 (tunix's forward): nnx's
+    parameter state. Checkpoints keep nnx's state in both cases (`checkpointed`), so they load into a model as
+    they are and their content hash does not depend on the layout."""
+
+    def __init__(self, model: nnx.Module):
+        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.arch = forward.arch_of(model)
+        self.nnx_params = jax.tree.structure(params)
+        # f32 masters: what `checkpointed` fills in; abstract, so no copy of the model is kept.
+        self._template = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype,
+                                           sharding=x.sharding), params)
+
+    def trainable(self, params):
+        """nnx parameter state -> this layout."""
+        if self.arch is None:
+            return params
+        return forward.training_weights(nnx.merge(self.graphdef, params, self.rest), self.arch)
+
+    def checkpointed(self, params):
+        """This layout -> nnx parameter state (f32 floats)."""
+        if self.arch is None:
+            return params
+        model = nnx.merge(self.graphdef, self._template, self.rest, copy=True)  # new variables each time
+        forward.assign_training_weights(model, self.arch, params)
+        return nnx.split(model, nnx.Param, ...)[1]
+
+    def logps(self, params, rest, batch, geo: StepGeometry):
+        prompt, valid, completion = batch[:3]
+        kw = dict(samples=geo.samples, chunk=geo.chunk, temperature=geo.temperature, remat=geo.remat)
+        if self.arch is None:
+            return completion_logps(nnx.merge(self.graphdef, params, rest), prompt, valid, completion, **kw)
+        return training_logps(params, self.arch, prompt, valid, completion, **kw)
+
+
+def over_parameter_trees(fn, tree, structure):
+    """`fn` applied to every subtree of `tree` (an optimizer state) that has the parameters' `structure`: adam's
+    moments are converted between layouts like the parameters."""
+    def matches(node) -> bool:
+        return jax.tree.structure(node) == structure
+
+    return jax.tree.map(lambda node: fn(node) if matches(node) else node, tree, is_leaf=matches)
+
+
+def _train_step(layout: ParameterLayout, tx, geo: StepGeometry, params, rest, opt_state, ref_params, batch):
+    advantages, mask = batch[4], batch[3]
+    ref_logps = jax.lax.stop_gradient(layout.logps(ref_params, rest, batch, geo))
 
     def loss_fn(p):
-        model = nnx.merge(graphdef, cast_floats(p, jnp.dtype(geo.compute_dtype)), rest)
-        logps = _logps(model, prompt, valid, completion, geo)
+        logps = layout.logps(cast_floats(p, jnp.dtype(geo.compute_dtype)), rest, batch, geo)
         return grpo_loss(logps, ref_logps, advantages, mask, epsilon=geo.epsilon, beta=geo.beta)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -181,23 +215,31 @@ def _train_step(graphdef, tx, geo: StepGeometry, params, rest, opt_state, ref_pa
     return params, opt_state, aux
 
 
+def committed(state, params):
+    """`state` with its uncommitted leaves (optax's step counter, fresh adapters) committed to the parameters'
+    devices, replicated: the second step then reuses the first step's compilation (an uncommitted step counter
+    made every run compile the step twice)."""
+    first = jax.tree.leaves(params)[0].sharding
+    replicated = NamedSharding(first.mesh, PartitionSpec()) if isinstance(first, NamedSharding) else first
+    return jax.tree.map(lambda x: x if x.committed else jax.device_put(x, replicated), state)
+
+
 class PolicyTrainer:
-    """Holds policy parameters, the frozen reference copy and the optimizer state; `step()` applies one update."""
+    """Holds policy parameters (f32 masters in `ParameterLayout`'s layout), the frozen reference copy and the
+    optimizer state; `step()` applies one update."""
 
     def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, geometry: StepGeometry):
-        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
-        self.params = cast_floats(params, jnp.float32)
+        self.layout = ParameterLayout(model)
+        self.rest = self.layout.rest
+        trainable = self.layout.trainable(nnx.state(model, nnx.Param))
+        self.params = cast_floats(trainable, jnp.float32)
         # The reference in the compute dtype, in its own buffers (the policy's are donated every step).
-        self.ref_params = jax.tree.map(lambda x: jnp.array(x, copy=True), cast_floats(params, jnp.dtype(geometry.compute_dtype)))
+        self.ref_params = jax.tree.map(lambda x: jnp.array(x, copy=True),
+                                       cast_floats(trainable, jnp.dtype(geometry.compute_dtype)))
         self.tx = tx
-        # Committed to its devices like the outputs of a step, so the second step reuses the first step's
-        # compilation (optax's uncommitted step counter had made every run compile the step twice).
-        first = jax.tree.leaves(self.params)[0].sharding
-        replicated = NamedSharding(first.mesh, PartitionSpec()) if isinstance(first, NamedSharding) else first
-        self.opt_state = jax.tree.map(lambda x: x if x.committed else jax.device_put(x, replicated),
-                                      tx.init(self.params))
+        self.opt_state = committed(tx.init(self.params), self.params)
         self.geometry = geometry
-        self._step = jax.jit(partial(_train_step, self.graphdef, tx, geometry), donate_argnums=(0, 2))
+        self._step = jax.jit(partial(_train_step, self.layout, tx, geometry), donate_argnums=(0, 2))
 
     def step(self, prompt, valid, completion, mask, advantages) -> dict[str, float]:
         self.params, self.opt_state, aux = self._step(
@@ -205,9 +247,21 @@ class PolicyTrainer:
         )
         return {k: float(v) for k, v in aux.items()}
 
+    def checkpoint_state(self):
+        """(parameters, optimizer state) as checkpoints keep them: nnx's parameter state."""
+        return (self.layout.checkpointed(self.params),
+                over_parameter_trees(self.layout.checkpointed, self.opt_state, jax.tree.structure(self.params)))
+
+    def restore_state(self, params, opt_state) -> None:
+        """Continue from `checkpoint_state()`'s layout (a restored checkpoint)."""
+        self.opt_state = over_parameter_trees(self.layout.trainable, opt_state, self.layout.nnx_params)
+        self.params = self.layout.trainable(params)
+
     def write_into(self, model: nnx.Module) -> None:
         """Give a model with the same structure (the rollout sampler's) the current parameters, in its own
-        dtype. f32 buffers are shared, not copied, to save memory: the next `step()` donates them, so call this
-        after every step."""
-        _, current, _ = nnx.split(model, nnx.Param, ...)
-        nnx.update(model, jax.tree.map(lambda new, old: new.astype(old.dtype), self.params, current))
+        dtype; call after every step."""
+        if self.layout.arch is None:
+            _, current, _ = nnx.split(model, nnx.Param, ...)
+            nnx.update(model, jax.tree.map(lambda new, old: new.astype(old.dtype), self.params, current))
+        else:
+            forward.assign_training_weights(model, self.layout.arch, self.params)

@@ -7,7 +7,8 @@ weights out of the model and runs its own custom-VJP einsum (bf16 operands, f32 
 are applied where our forward applies a projection (`forward.project`), with qwix's conventions: A [contracted
 axes of the weight, r] initialised he-uniform, B [r, output axes] zero, the update scaled by alpha / r.
 
-- The KL reference is the base model itself: the step runs the same base weights without adapters (no copy).
+- The KL reference is the base model itself: the step runs the same base weights without adapters (no second
+  copy of them).
 - In the update the adapters are applied unmerged, h·W + (h·A)·B: the base weights get no gradient, so the
   backward pass skips every dW dot (a third of the projections' dots) and the optimizer touches only adapters.
 - The sampler gets base + A·B merged into its own weights after each update (`AdapterTrainer.write_into`):
@@ -28,10 +29,9 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
 
 from profilekit.llm import forward
-from profilekit.llm.grpo_step import StepGeometry, cast_floats, completion_logps, grpo_loss
+from profilekit.llm.grpo_step import StepGeometry, cast_floats, committed, grpo_loss, training_logps
 
 ALL_PROJECTIONS = tuple(forward.PROJECTIONS)
 
@@ -124,13 +124,12 @@ def base_targets(model: nnx.Module, config: LoraConfig) -> dict:
     return _targets(model, config)
 
 
-def _adapter_step(graphdef, tx, geo: StepGeometry, config: LoraConfig, adapters, opt_state, base, rest, batch):
+def _adapter_step(arch: forward.Arch, tx, geo: StepGeometry, config: LoraConfig, adapters, opt_state, base, batch):
     prompt, valid, completion, mask, advantages = batch
-    model = nnx.merge(graphdef, base, rest)
 
     def logps(applied_adapters):
-        return completion_logps(model, prompt, valid, completion, samples=geo.samples, chunk=geo.chunk,
-                                temperature=geo.temperature, remat=geo.remat, adapters=applied_adapters)
+        return training_logps(base, arch, prompt, valid, completion, samples=geo.samples, chunk=geo.chunk,
+                              temperature=geo.temperature, remat=geo.remat, adapters=applied_adapters)
 
     ref_logps = jax.lax.stop_gradient(logps(None))  # the reference is the base model itself
 
@@ -146,28 +145,32 @@ def _adapter_step(graphdef, tx, geo: StepGeometry, config: LoraConfig, adapters,
 
 class AdapterTrainer:
     """`PolicyTrainer`'s interface for LoRA: `params` are the f32 adapters (what is optimised and checkpointed),
-    the base weights stay frozen in the compute dtype and are the KL reference."""
+    the base weights stay frozen in the compute dtype, in the training layout (layers pre-stacked), and are the
+    KL reference."""
 
     def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, geometry: StepGeometry,
                  config: LoraConfig, seed: int = 0):
         self.config = config
-        self.graphdef, base, self.rest = nnx.split(model, nnx.Param, ...)
-        # The model's own buffers where it already holds the compute dtype (a bf16 profiler with bf16 compute).
-        self.base = cast_floats(base, jnp.dtype(geometry.compute_dtype))
+        arch = _arch(model)
+        self.base = cast_floats(forward.training_weights(model, arch), jnp.dtype(geometry.compute_dtype))
         self.sampler_base = base_targets(model, config)  # what write_into merges into, in the model's dtype
-        first = jax.tree.leaves(base)[0].sharding
-        replicated = NamedSharding(first.mesh, PartitionSpec()) if isinstance(first, NamedSharding) else first
-        self.params = jax.device_put(init_adapters(model, config, jax.random.PRNGKey(seed)), replicated)
-        self.opt_state = jax.tree.map(lambda x: x if x.committed else jax.device_put(x, replicated),
-                                      tx.init(self.params))
+        self.params = committed(init_adapters(model, config, jax.random.PRNGKey(seed)), self.base)
+        self.opt_state = committed(tx.init(self.params), self.base)
         self.geometry = geometry
-        self._step = jax.jit(partial(_adapter_step, self.graphdef, tx, geometry, config), donate_argnums=(0, 1))
+        self._step = jax.jit(partial(_adapter_step, arch, tx, geometry, config), donate_argnums=(0, 1))
 
     def step(self, prompt, valid, completion, mask, advantages) -> dict[str, float]:
         self.params, self.opt_state, aux = self._step(
-            self.params, self.opt_state, self.base, self.rest, (prompt, valid, completion, mask, advantages)
+            self.params, self.opt_state, self.base, (prompt, valid, completion, mask, advantages)
         )
         return {k: float(v) for k, v in aux.items()}
+
+    def checkpoint_state(self):
+        """(adapters, optimizer state): checkpoints keep them as they are."""
+        return self.params, self.opt_state
+
+    def restore_state(self, params, opt_state) -> None:
+        self.params, self.opt_state = params, opt_state
 
     def write_into(self, model: nnx.Module) -> None:
         """Give the model the trainer was built from (the rollout sampler's) base + adapters, merged into new

@@ -41,7 +41,7 @@ def main(path: str, lora: bool = False) -> None:
             trainer.write_into(lm.model)
             emb = lm.model.layers[1].attn.q_proj.w.get_value()
         else:
-            emb = trainer.params["embedder"]["input_embedding"].value
+            emb = trainer.params["embed"]
         out[name + "_emb"] = np.asarray(emb).ravel()[:50].tolist()
         out[name + "_devices"] = len(emb.sharding.device_set)
     print(json.dumps(out))
