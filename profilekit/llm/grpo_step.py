@@ -67,8 +67,11 @@ def _unshared_logps(model, prompt, prompt_valid, completion, *, samples, chunk, 
 
 
 def training_logps(weights: dict, arch: forward.Arch, prompt, prompt_valid, completion, *, samples, chunk,
-                   temperature, remat, adapters=None):
-    """`completion_logps` over weights in the training layout (`forward.training_weights`: layers pre-stacked)."""
+                   temperature, remat, adapters=None, dtype=None):
+    """`completion_logps` over weights in the training layout (`forward.training_weights`: layers pre-stacked),
+    cast to `dtype` where given (the layers one at a time inside the scan)."""
+    if dtype is not None:
+        weights = {k: v if k == "layers" else v.astype(dtype) for k, v in weights.items()}
     weights = forward.with_head(weights, arch)
     stacked = weights["layers"] if adapters is None else {**weights["layers"], "adapters": adapters}
     policy = None if remat else jax.checkpoint_policies.everything_saveable
@@ -76,7 +79,8 @@ def training_logps(weights: dict, arch: forward.Arch, prompt, prompt_valid, comp
     w, t = prompt.shape[1], completion.shape[1]
     positions = jnp.maximum(jnp.cumsum(prompt_valid, axis=1) - 1, 0).astype(jnp.int32)
     causal = jnp.tril(jnp.ones((w, w), bool))[None] & prompt_valid[:, None, :]
-    h, (pk, pv) = forward.scanned_forward(weights, stacked, arch, prompt, positions, causal, policy=policy)
+    h, (pk, pv) = forward.scanned_forward(weights, stacked, arch, prompt, positions, causal, policy=policy,
+                                          layer_dtype=dtype)
     last = jnp.repeat(h[:, -1:, :], samples, axis=0)  # predicts completion token 0
     if t == 1:
         return _logps_of_tokens(project, last, completion, chunk, temperature)
@@ -85,7 +89,7 @@ def training_logps(weights: dict, arch: forward.Arch, prompt, prompt_valid, comp
     own = jnp.tril(jnp.ones((t - 1, t - 1), bool))[None]
     comp_pos = (jnp.repeat(prompt_valid.sum(axis=1), samples)[:, None] + jnp.arange(t - 1)[None, :]).astype(jnp.int32)
     hc, _ = forward.scanned_forward(weights, stacked, arch, completion[:, :-1], comp_pos, own, past=past,
-                                    past_mask=past_mask, policy=policy)
+                                    past_mask=past_mask, policy=policy, layer_dtype=dtype)
     return _logps_of_tokens(project, jnp.concatenate([last, hc], axis=1), completion, chunk, temperature)
 
 
@@ -183,12 +187,14 @@ class ParameterLayout:
         forward.assign_training_weights(model, self.arch, params)
         return nnx.split(model, nnx.Param, ...)[1]
 
-    def logps(self, params, rest, batch, geo: StepGeometry):
+    def logps(self, params, rest, batch, geo: StepGeometry, dtype=None):
+        """Log-probs of the batch's completions under `params`, cast to `dtype` where given."""
         prompt, valid, completion = batch[:3]
         kw = dict(samples=geo.samples, chunk=geo.chunk, temperature=geo.temperature, remat=geo.remat)
         if self.arch is None:
+            params = params if dtype is None else cast_floats(params, dtype)
             return completion_logps(nnx.merge(self.graphdef, params, rest), prompt, valid, completion, **kw)
-        return training_logps(params, self.arch, prompt, valid, completion, **kw)
+        return training_logps(params, self.arch, prompt, valid, completion, dtype=dtype, **kw)
 
 
 def over_parameter_trees(fn, tree, structure):
@@ -205,7 +211,7 @@ def _train_step(layout: ParameterLayout, tx, geo: StepGeometry, params, rest, op
     ref_logps = jax.lax.stop_gradient(layout.logps(ref_params, rest, batch, geo))
 
     def loss_fn(p):
-        logps = layout.logps(cast_floats(p, jnp.dtype(geo.compute_dtype)), rest, batch, geo)
+        logps = layout.logps(p, rest, batch, geo, dtype=jnp.dtype(geo.compute_dtype))
         return grpo_loss(logps, ref_logps, advantages, mask, epsilon=geo.epsilon, beta=geo.beta)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
