@@ -172,6 +172,9 @@ class ParameterLayout:
         self._template = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype,
                                            sharding=x.sharding), params)
+        # One compiled unstacking instead of a slice per layer and weight (eagerly: 1.2-3 s for parameters and
+        # adam moments, on every checkpoint).
+        self._to_nnx = jax.jit(self._nnx_state)
 
     def trainable(self, params):
         """nnx parameter state -> this layout."""
@@ -180,9 +183,10 @@ class ParameterLayout:
         return forward.training_weights(nnx.merge(self.graphdef, params, self.rest), self.arch)
 
     def checkpointed(self, params):
-        """This layout -> nnx parameter state (f32 floats)."""
-        if self.arch is None:
-            return params
+        """This layout -> nnx parameter state (f32 floats), in new buffers."""
+        return params if self.arch is None else self._to_nnx(params)
+
+    def _nnx_state(self, params):
         model = nnx.merge(self.graphdef, self._template, self.rest, copy=True)  # new variables each time
         forward.assign_training_weights(model, self.arch, params)
         return nnx.split(model, nnx.Param, ...)[1]
@@ -265,9 +269,7 @@ class PolicyTrainer:
 
     def write_into(self, model: nnx.Module) -> None:
         """Give a model with the same structure (the rollout sampler's) the current parameters, in its own
-        dtype; call after every step."""
-        if self.layout.arch is None:
-            _, current, _ = nnx.split(model, nnx.Param, ...)
-            nnx.update(model, jax.tree.map(lambda new, old: new.astype(old.dtype), self.params, current))
-        else:
-            forward.assign_training_weights(model, self.layout.arch, self.params)
+        dtype; call after every step (gemma3's f32 buffers are shared, and the next step donates them)."""
+        current = nnx.state(model, nnx.Param)
+        nnx.update(model, jax.tree.map(lambda new, old: new.astype(old.dtype), self.layout.checkpointed(self.params),
+                                       current))
