@@ -405,5 +405,5 @@ def train_profiler(
     store.close()
     return TrainingResult(
         log=history, step=final, resumed_from=resumed_from, trained_now=max(0, config.steps - start),
-        digest=params_digest(trainer.checkpoint_state()[0]), seconds=time.perf_counter() - started, validation=curve,
+        digest=params_digest(trainer.checkpoint_params()), seconds=time.perf_counter() - started, validation=curve,
     )

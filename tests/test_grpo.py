@@ -216,6 +216,9 @@ def test_one_sharded_grpo_step_on_a_two_device_mesh_equals_the_unsharded_step():
     assert out["devices"] == 2 and out["mesh_devices"] == 2 and out["single_devices"] == 1
     assert out["mesh"] == pytest.approx(out["single"], rel=1e-5, abs=1e-7)
     assert np.allclose(out["mesh_emb"], out["single_emb"], atol=1e-6)
+    # The trainer's pre-stacked weights keep the layers' sharding (layer axis replicated), and so do checkpoints.
+    placement = out["mesh_placement"]
+    assert placement["layer_sharded"] and placement["stacked_like_layers"] and placement["checkpoint_like_layer"], placement
 
 
 def test_distributed_compute_initialises_multi_host_jax_before_building_the_mesh():

@@ -173,17 +173,19 @@ class ParameterLayout:
             lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype,
                                            sharding=x.sharding), params)
         # One compiled unstacking instead of a slice per layer and weight (eagerly: 1.2-3 s for parameters and
-        # adam moments, on every checkpoint).
-        self._to_nnx = jax.jit(self._nnx_state)
+        # adam moments, on every checkpoint), placed as the model's own weights are.
+        self._to_nnx = jax.jit(self._nnx_state, out_shardings=jax.tree.map(lambda t: t.sharding, self._template))
 
     def trainable(self, params):
-        """nnx parameter state -> this layout."""
+        """nnx parameter state -> this layout; a stacked weight is sharded as its layers are, over its trailing
+        axes (the layer axis replicated)."""
         if self.arch is None:
             return params
-        return forward.training_weights(nnx.merge(self.graphdef, params, self.rest), self.arch)
+        return placed_training_weights(nnx.merge(self.graphdef, params, self.rest), self.arch)
 
     def checkpointed(self, params):
-        """This layout -> nnx parameter state (f32 floats), in new buffers."""
+        """This layout -> nnx parameter state (f32 floats); new buffers, except for gemma3, whose state is the
+        layout (the next step donates them: save before it)."""
         return params if self.arch is None else self._to_nnx(params)
 
     def _nnx_state(self, params):
@@ -199,6 +201,20 @@ class ParameterLayout:
             params = params if dtype is None else cast_floats(params, dtype)
             return completion_logps(nnx.merge(self.graphdef, params, rest), prompt, valid, completion, **kw)
         return training_logps(params, self.arch, prompt, valid, completion, dtype=dtype, **kw)
+
+
+def placed_training_weights(model: nnx.Module, arch: forward.Arch) -> dict:
+    """`forward.training_weights` of a model on concrete arrays, each stacked weight sharded as its layers are over
+    its trailing axes (the layer axis replicated), not wherever XLA's propagation puts it."""
+    weights = forward.training_weights(model, arch)
+
+    def like(stacked: jax.Array, layer: jax.Array) -> jax.Array:
+        sharding = layer.sharding
+        if not isinstance(sharding, NamedSharding):
+            return stacked
+        return jax.device_put(stacked, NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec)))
+
+    return weights | {"layers": jax.tree.map(like, weights["layers"], forward.weights_of(model, arch)["layers"][0])}
 
 
 def over_parameter_trees(fn, tree, structure):
@@ -236,7 +252,8 @@ def committed(state, params):
 
 class PolicyTrainer:
     """Holds policy parameters (f32 masters in `ParameterLayout`'s layout), the frozen reference copy and the
-    optimizer state; `step()` applies one update."""
+    optimizer state; `step()` applies one update. The masters start from the model's own buffers where they are
+    already f32, and the first step donates them: call `write_into` after each step, as training does."""
 
     def __init__(self, model: nnx.Module, tx: optax.GradientTransformation, geometry: StepGeometry):
         self.layout = ParameterLayout(model)
@@ -257,9 +274,13 @@ class PolicyTrainer:
         )
         return {k: float(v) for k, v in aux.items()}
 
+    def checkpoint_params(self):
+        """The parameters as checkpoints keep them: nnx's parameter state (f32)."""
+        return self.layout.checkpointed(self.params)
+
     def checkpoint_state(self):
         """(parameters, optimizer state) as checkpoints keep them: nnx's parameter state."""
-        return (self.layout.checkpointed(self.params),
+        return (self.checkpoint_params(),
                 over_parameter_trees(self.layout.checkpointed, self.opt_state, jax.tree.structure(self.params)))
 
     def restore_state(self, params, opt_state) -> None:

@@ -7,8 +7,8 @@ weights out of the model and runs its own custom-VJP einsum (bf16 operands, f32 
 are applied where our forward applies a projection (`forward.project`), with qwix's conventions: A [contracted
 axes of the weight, r] initialised he-uniform, B [r, output axes] zero, the update scaled by alpha / r.
 
-- The KL reference is the base model itself: the step runs the same base weights without adapters (no second
-  copy of them).
+- The KL reference is the base model itself: the step runs the same base weights without adapters. The trainer
+  holds them once, pre-stacked for the layer scan in the compute dtype (a copy of the layers' weights).
 - In the update the adapters are applied unmerged, h·W + (h·A)·B: the base weights get no gradient, so the
   backward pass skips every dW dot (a third of the projections' dots) and the optimizer touches only adapters.
 - The sampler gets base + A·B merged into its own weights after each update (`AdapterTrainer.write_into`):
@@ -31,7 +31,8 @@ import optax
 from flax import nnx
 
 from profilekit.llm import forward
-from profilekit.llm.grpo_step import StepGeometry, cast_floats, committed, grpo_loss, training_logps
+from profilekit.llm.grpo_step import (StepGeometry, cast_floats, committed, grpo_loss, placed_training_weights,
+                                      training_logps)
 
 ALL_PROJECTIONS = tuple(forward.PROJECTIONS)
 
@@ -152,7 +153,7 @@ class AdapterTrainer:
                  config: LoraConfig, seed: int = 0):
         self.config = config
         arch = _arch(model)
-        self.base = cast_floats(forward.training_weights(model, arch), jnp.dtype(geometry.compute_dtype))
+        self.base = cast_floats(placed_training_weights(model, arch), jnp.dtype(geometry.compute_dtype))
         self.sampler_base = base_targets(model, config)  # what write_into merges into, in the model's dtype
         self.params = committed(init_adapters(model, config, jax.random.PRNGKey(seed)), self.base)
         self.opt_state = committed(tx.init(self.params), self.base)
@@ -164,6 +165,10 @@ class AdapterTrainer:
             self.params, self.opt_state, self.base, (prompt, valid, completion, mask, advantages)
         )
         return {k: float(v) for k, v in aux.items()}
+
+    def checkpoint_params(self):
+        """The adapters, as checkpoints keep them (the next step donates them: save before it)."""
+        return self.params
 
     def checkpoint_state(self):
         """(adapters, optimizer state): checkpoints keep them as they are."""

@@ -11,11 +11,19 @@ import sys
 import jax
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
 from profilekit.llm.lora import AdapterTrainer, LoraConfig
 from profilekit.llm.model import load_lm
 from resources.compute import ComputeResource
+
+
+def _with_layer_axis(sharding):
+    """A layer weight's sharding with a replicated leading layer axis (NamedSharding on a mesh)."""
+    if not isinstance(sharding, NamedSharding):
+        return sharding
+    return NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
 
 
 def main(path: str, lora: bool = False) -> None:
@@ -42,6 +50,16 @@ def main(path: str, lora: bool = False) -> None:
             emb = lm.model.layers[1].attn.q_proj.w.get_value()
         else:
             emb = trainer.params["embed"]
+            # Where a layer weight lives: in the model, stacked in the trainer (after two steps), in a checkpoint.
+            layer = lm.model.layers[0].mlp.gate_proj.kernel.get_value()
+            stacked = trainer.params["layers"]["gate"]
+            saved = trainer.checkpoint_params()["layers"][0]["mlp"]["gate_proj"]["kernel"].get_value()
+            out[name + "_placement"] = {
+                "layer_sharded": not layer.sharding.is_fully_replicated,
+                "stacked_like_layers": stacked.sharding.is_equivalent_to(_with_layer_axis(layer.sharding), stacked.ndim),
+                "checkpoint_like_layer": saved.sharding.is_equivalent_to(layer.sharding, layer.ndim),
+                "specs": [str(x.sharding) for x in (layer, stacked, saved)],
+            }
         out[name + "_emb"] = np.asarray(emb).ravel()[:50].tolist()
         out[name + "_devices"] = len(emb.sharding.device_set)
     print(json.dumps(out))
