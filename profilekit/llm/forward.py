@@ -100,13 +100,18 @@ def _model_variables(model: nnx.Module, arch: Arch) -> dict[str, nnx.Variable]:
     return where if arch.tied else where | {"head": model.lm_head.w}
 
 
+def _by_role(model: nnx.Module, arch: Arch) -> tuple[dict, list[dict]]:
+    """References to the model's arrays: the weights outside the layers, and each layer's, by role."""
+    weights = {name: v.value for name, v in _model_variables(model, arch).items()}
+    layers = [{name: get(layer).value for name, get in _layer_variables(arch).items()} for layer in model.layers]
+    return weights, layers
+
+
 def weights_of(model: nnx.Module, arch: Arch) -> dict:
     """References to the model's arrays (no copy), by role. The vocabulary projection is always [D, V]: a tied
     embedding is transposed here, once per jitted call, instead of inside every decode step."""
-    weights = {name: v.value for name, v in _model_variables(model, arch).items()}
-    return with_head(weights, arch) | {
-        "layers": [{name: get(layer).value for name, get in _layer_variables(arch).items()} for layer in model.layers]
-    }
+    weights, layers = _by_role(model, arch)
+    return with_head(weights, arch) | {"layers": layers}
 
 
 def with_head(weights: dict, arch: Arch) -> dict:
@@ -123,8 +128,7 @@ def training_weights(model: nnx.Module, arch: Arch) -> dict:
     """Every weight of the model in the layout the training scan takes: by role, the layers' weights stacked
     [L, ...] under "layers" (a copy), the others referenced; a tied head is not repeated. Raises if the model has
     a parameter this forward does not use (it would silently stay untrained)."""
-    weights = {name: v.value for name, v in _model_variables(model, arch).items()}
-    layers = [{name: get(layer).value for name, get in _layer_variables(arch).items()} for layer in model.layers]
+    weights, layers = _by_role(model, arch)
     used = len(weights) + sum(map(len, layers))
     present = len(jax.tree.leaves(nnx.state(model, nnx.Param)))
     if used != present:
