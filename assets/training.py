@@ -109,7 +109,8 @@ def profiler_checkpoint(
     result = train_profiler(policy, data, method, config, run_dir, RewardModels(emb, vectors, judge),
                             log=context.log.info, on_step=lambda _: model_store.commit(run_dir), validation=validation)
     curve = pd.DataFrame(result.log)
-    validation_curve = pd.DataFrame([{k: v for k, v in r.items() if k != "case_study"} for r in result.validation])
+    validation_curve = pd.DataFrame([{k: v for k, v in r.items() if k not in ("case_study", "rewards")}
+                                     for r in result.validation])
     checkpoint = Artifact(run_dir, result.digest, {"run": run, "step": result.step, "base_version": policy.version})
     return artifact_output(
         checkpoint,

@@ -24,7 +24,7 @@ from jobs.reporting import RunReporter
 from resources.training import TrainingResource
 
 SUMMARY = ("step", "seconds", "validation_users", "validation_reward_first", "validation_reward_last",
-           "validation_reward_spread", "validation_reward_gain", "validation_ndcg10_P_first",
+           "validation_reward_spread", "validation_reward_gain", "validation_reward_gain_se", "validation_ndcg10_P_first",
            "validation_ndcg10_P_last", "validation_ndcg10_10HP_first", "validation_ndcg10_10HP_last")
 
 
@@ -47,6 +47,8 @@ def rank_recipes(rows: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table["gain_per_cpu_hour"] = table["validation_reward_gain"] / (table["seconds"] / 3600.0)
     table["gain_over_spread"] = table["validation_reward_gain"] / table["validation_reward_spread"]
+    if "validation_reward_gain_se" in table:
+        table["gain_over_se"] = table["validation_reward_gain"] / table["validation_reward_gain_se"]
     return table.sort_values("gain_per_cpu_hour", ascending=False).reset_index(drop=True)
 
 

@@ -232,8 +232,9 @@ def case_study(validation: list[dict]) -> pd.DataFrame:
 
 
 def validation_summary(validation: list[dict]) -> dict[str, float]:
-    """First and last validation reward, their difference and the step-0 spread across users (is the gain more
-    than noise?), and the downstream NDCG@10 of both views at the first and last validation."""
+    """First and last validation reward, their difference, the step-0 spread across users and the paired standard
+    error of the gain (is the gain more than noise?), and the downstream NDCG@10 of both views at the first and
+    last validation."""
     if not validation:
         return {}
     first, last = validation[0], validation[-1]
@@ -242,6 +243,11 @@ def validation_summary(validation: list[dict]) -> dict[str, float]:
         "validation_reward_gain": last["reward_mean"] - first["reward_mean"],
         "validation_reward_spread": first["reward_std"],
     }
+    # Records written before per-user rewards were kept have none; their gain has no paired error.
+    per_user = [np.asarray(r.get("rewards", []), float) for r in (first, last)]
+    if len(per_user[0]) == len(per_user[1]) >= 2:
+        differences = per_user[1] - per_user[0]
+        out["validation_reward_gain_se"] = float(differences.std(ddof=1) / np.sqrt(len(differences)))
     for view, name in (("P", "P"), ("10H+P", "10HP")):
         out[f"validation_ndcg10_{name}_first"] = first[f"{view}/ndcg10"]
         out[f"validation_ndcg10_{name}_last"] = last[f"{view}/ndcg10"]
@@ -267,7 +273,9 @@ def validate(
                           GREEDY_ANSWER)
     rewards, terms = method.rewards(inputs)
     record = {"step": step, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
-              **{f"reward/{name}": value for name, value in terms.items()}}
+              **{f"reward/{name}": value for name, value in terms.items()},
+              # Per user, so two evaluations of the same users (same sampling seed) can be compared pairwise.
+              "rewards": [float(r) for r in np.ravel(rewards)]}
     candidates = inputs.items([[data.target_ids[i], *data.negative_ids[i]] for i in batch])  # target first
     for view, texts in profile_views(data.recent, profiles).items():
         users = models.embedder.encode(texts)

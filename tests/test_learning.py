@@ -57,6 +57,7 @@ def test_the_verifiable_reward_rises_in_training_and_on_held_out_users(tiny_chat
     curve = result.validation
     assert [r["step"] for r in curve] == [0, 5, 10]
     assert curve[-1]["reward_mean"] > curve[0]["reward_mean"] + curve[0]["reward_std"], curve
+    assert len(curve[-1]["rewards"]) == 2 and np.mean(curve[-1]["rewards"]) == pytest.approx(curve[-1]["reward_mean"])
     assert {"P/ndcg10", "P/recall10", "10H+P/ndcg10", "10H+P/recall10", f"reward/{term}"} <= set(curve[0])
     study = case_study(curve)
     assert list(study["step"].unique()) == [0, 5, 10] and set(study["user_id"]) == {"u3", "u4"}
@@ -96,7 +97,8 @@ def test_validation_users_are_train_users_held_out_by_a_stable_hash():
 
 
 def _record(step: int, reward: float, spread: float, users=("a", "b", "c")) -> dict:
-    return {"step": step, "reward_mean": reward, "reward_std": spread, "P/ndcg10": reward / 10,
+    return {"step": step, "reward_mean": reward, "reward_std": spread, "rewards": [reward - 0.1, reward, reward + 0.1],
+            "P/ndcg10": reward / 10,
             "10H+P/ndcg10": reward / 5, "case_study": [{"user_id": u, "profile": f"{u} at {step}"} for u in users]}
 
 
@@ -106,6 +108,10 @@ def test_validation_summary_and_case_study_pick_first_middle_and_last():
     summary = validation_summary(curve)
     assert summary["validation_reward_gain"] == pytest.approx(0.3)
     assert summary["validation_reward_spread"] == 0.05  # the step-0 spread, the noise a gain must clear
+    assert summary["validation_reward_gain_se"] == pytest.approx(0.0, abs=1e-12)  # every user gained exactly 0.3
+    curve[-1]["rewards"] = [0.3, 0.5, 0.7]  # per-user gains 0.2, 0.3, 0.4: sd 0.1 over 3 users
+    assert validation_summary(curve)["validation_reward_gain_se"] == pytest.approx(0.1 / np.sqrt(3))
+    assert "validation_reward_gain_se" not in validation_summary([{**r, "rewards": []} for r in curve])
     assert summary["validation_ndcg10_10HP_first"] == pytest.approx(0.04)
     assert summary["validation_ndcg10_P_last"] == pytest.approx(0.05)
     study = case_study(curve)
@@ -129,3 +135,7 @@ def test_recipe_grid_is_typed_by_the_training_resource_and_ranked_by_gain_per_cp
     ])
     assert table["learning_rate"].tolist() == [1e-5, 1e-4]  # 0.2 per hour beats 0.06 per hour
     assert table["gain_per_cpu_hour"].iloc[0] == pytest.approx(0.2)
+    assert "gain_over_se" not in table  # runs validated before per-user rewards were kept
+    with_se = rank_recipes([{"validation_reward_gain": 0.02, "validation_reward_spread": 0.1,
+                             "validation_reward_gain_se": 0.04, "seconds": 360.0}])
+    assert with_se["gain_over_se"].iloc[0] == pytest.approx(0.5)
