@@ -99,10 +99,13 @@ def test_rope_theta_fix_is_what_makes_them_match(tiny_dir):
     assert np.abs(_jax_logits(lm, ids) - _torch_logits(tiny_dir, ids)).max() > 100 * TOL
 
 
-def _greedy_without_cache(lm, ids, n):
+def _greedy_without_cache(lm, ids, n, width):
+    """Greedy decoding by full forwards over `width` tokens, right-padded: the causal mask keeps the padding out of
+    every real position, and one shape for every step and prompt means eager ops compile once, not once a length."""
     ids = list(ids)
     for _ in range(n):
-        ids.append(int(_jax_logits(lm, ids)[-1].argmax()))
+        logits = _jax_logits(lm, ids + [0] * (width - len(ids)))
+        ids.append(int(logits[len(ids) - 1].argmax()))
     return ids[-n:]
 
 
@@ -112,7 +115,7 @@ def test_cached_left_padded_greedy_equals_uncached_decoding(tiny_family_dir):
     prompts = [[5, 17, 42, 9, 100, 3, 77], [8, 8, 200]]  # different lengths: left padding must not leak
     out = sampler.generate(prompts, SamplingConfig(max_new_tokens=12, temperature=0.0, prompt_bucket=16))
     for prompt, tokens in zip(prompts, out.tokens):
-        expected = _greedy_without_cache(lm, prompt, 12)
+        expected = _greedy_without_cache(lm, prompt, 12, width=max(map(len, prompts)) + 12)
         stop = expected.index(255) if 255 in expected else len(expected)
         assert tokens == expected[:stop]
 
