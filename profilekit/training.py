@@ -66,6 +66,9 @@ class GRPOConfig:
     validation_users: int = 16
     validate_every: int = 5
     validation_temperature: float = 0.7
+    # Profiles per validation user, averaged: one profile at 0.7 is a fresh draw at every validation (measured:
+    # docs/RESULTS.md), so the noise of the mean falls as 1/sqrt(users x samples).
+    validation_samples: int = 4
     # LoRA (profilekit.llm.lora): rank 0 is a full fine-tune; above 0 only adapters of rank `lora_rank` on the
     # `lora_targets` projections of every layer are trained, scaled by lora_alpha / lora_rank.
     lora_rank: int = 0
@@ -83,6 +86,8 @@ class GRPOConfig:
             raise ValueError("GRPO needs at least 2 rollouts per user")
         if self.validate_every < 1:
             raise ValueError(f"validate_every must be >= 1, got {self.validate_every}")
+        if self.validation_samples < 1:
+            raise ValueError(f"validation_samples must be >= 1, got {self.validation_samples}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank must be 0 (full fine-tune) or a LoRA rank, got {self.lora_rank}")
         _ = self.lora  # validates the LoRA settings
@@ -95,7 +100,7 @@ PAPER_GRPO = GRPOConfig(
 )
 
 # How often and how warm validation samples change what is measured, not what is trained.
-_NOT_IN_RUN_KEY = ("steps", "validate_every", "validation_temperature")
+_NOT_IN_RUN_KEY = ("steps", "validate_every", "validation_temperature", "validation_samples")
 
 
 def run_key(method: Method, config: GRPOConfig, base_version: str, data_version: str) -> str:
@@ -258,33 +263,38 @@ def validate(
     policy: ChatLM, data: TrainingExamples, method: Method, models: RewardModels, config: GRPOConfig, step: int,
     k: int = 10,
 ) -> dict:
-    """Score held-out users at `step`: one profile each at the validation temperature (the same seed every time,
-    so evaluations differ only by the weights), the method's own reward terms, and the downstream NDCG@k /
-    Recall@k of the target among the user's train candidates for the P and 10H+P views with the frozen embedder."""
+    """Score held-out users at `step`: `validation_samples` profiles each at the validation temperature (the same
+    seed every time, so evaluations differ only by the weights), the method's own reward terms averaged per user,
+    and the downstream NDCG@k / Recall@k of the target among the user's train candidates for the P and 10H+P views
+    with the frozen embedder, over every sample."""
     t0 = time.perf_counter()
+    samples = config.validation_samples
     prompts = [policy.encode_chat(m) for m in data.messages]
     sampling = SamplingConfig(config.max_new_tokens, config.validation_temperature, 1.0, config.seed + 7919,
                               config.prompt_bucket)
-    gen = policy.sampler.generate(prompts, sampling)
-    parse = PROFILE_PROMPTS[method.prompt].parse
-    profiles = [parse(policy.tokenizer.decode(t, skip_special_tokens=True)) for t in gen.tokens]
+    gen = policy.sampler.generate(prompts, sampling, samples=samples)
+    texts = [policy.tokenizer.decode(t, skip_special_tokens=True) for t in gen.tokens]
+    profiles = [PROFILE_PROMPTS[method.prompt].parse(t) for t in texts]
     batch = list(range(len(data)))
-    inputs = RewardInputs(profiles, batch, 1, data, policy, models.embedder, models.item_vectors, models.judge,
-                          GREEDY_ANSWER)
+    # Step 0 for the terms' own draws (BUMP's pools and shuffles), so they too are the same at every validation.
+    inputs = RewardInputs(profiles, batch, samples, data, policy, models.embedder, models.item_vectors, models.judge,
+                          GREEDY_ANSWER, texts, [len(t) for t in gen.tokens], 0, config.seed)
     rewards, terms = method.rewards(inputs)
-    record = {"step": step, "reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()),
-              **{f"reward/{name}": value for name, value in terms.items()},
-              # Per user, so two evaluations of the same users (same sampling seed) can be compared pairwise.
-              "rewards": [float(r) for r in np.ravel(rewards)]}
+    per_user = np.asarray(rewards, float).reshape(len(batch), samples).mean(axis=1)
+    record = {"step": step, "samples": samples, "reward_mean": float(per_user.mean()),
+              "reward_std": float(per_user.std()), **{f"reward/{name}": value for name, value in terms.items()},
+              # Per user, so two evaluations of the same users can be compared pairwise.
+              "rewards": [float(r) for r in per_user]}
     candidates = inputs.items([[data.target_ids[i], *data.negative_ids[i]] for i in batch])  # target first
-    for view, texts in profile_views(data.recent, profiles).items():
-        users = models.embedder.encode(texts)
-        ranks = target_ranks(np.einsum("ncd,nd->nc", candidates, users))
+    recent = [data.recent[i] for i in inputs.rows]
+    for view, view_texts in profile_views(recent, profiles).items():
+        users = models.embedder.encode(view_texts).reshape(len(batch), samples, -1)
+        ranks = target_ranks(np.einsum("ncd,nsd->nsc", candidates, users).reshape(len(batch) * samples, -1))
         record[f"{view}/ndcg{k}"] = float(ndcg_at_k(ranks, k).mean())
         record[f"{view}/recall{k}"] = float(recall_at_k(ranks, k).mean())
     record["completion_tokens_mean"] = float(np.mean([len(t) for t in gen.tokens]))
-    record["case_study"] = [{"user_id": u, "profile": p}
-                            for u, p in zip(data.user_ids[:CASE_STUDY_USERS], profiles[:CASE_STUDY_USERS])]
+    record["case_study"] = [{"user_id": data.user_ids[i], "profile": profiles[i * samples]}
+                            for i in batch[:CASE_STUDY_USERS]]
     record["seconds"] = time.perf_counter() - t0
     return record
 

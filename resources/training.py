@@ -32,6 +32,7 @@ class TrainingResource(ConfigurableResource):
     validation_users: int = _GRPO.validation_users  # held-out train users of the validation curve; 0: none
     validate_every: int = _GRPO.validate_every  # steps between validation evaluations (not part of the run's identity)
     validation_temperature: float = _GRPO.validation_temperature
+    validation_samples: int = _GRPO.validation_samples  # profiles per validation user (not part of the run's identity)
     # LoRA: 0 trains every weight (full fine-tune); a rank trains only adapters on `lora_targets` (q, k, v, o, gate,
     # up, down) scaled by lora_alpha / lora_rank, and checkpoints hold the adapters.
     lora_rank: int = _GRPO.lora_rank

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from profilekit.embedder import Embedder
 from profilekit.methods import METHODS
 from profilekit.profiler import ChatLM
 from profilekit.prompts import PROFILE_PROMPTS
@@ -65,18 +66,32 @@ EXPECTED = {
 }
 
 
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder()
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_duet_and_bump_train_through_the_one_loop(tiny_chat_dir, tmp_path, name):
+def test_duet_and_bump_train_through_the_one_loop(tiny_chat_dir, tmp_path, name, embedder):
     interactions, items, histories, candidates = _domain()
     chat = ChatLM(tiny_chat_dir)  # the policy, and (a frozen copy of the base profiler) the judge
     judge = ChatLM(tiny_chat_dir)
     method = METHODS[name]
     data = training_examples(histories, candidates, items, chat.count_tokens, 64, 10, 0,
                              PROFILE_PROMPTS[method.prompt], interactions)
-    config = GRPOConfig(steps=2, users_per_step=3, rollouts=2, max_new_tokens=12, learning_rate=1e-3)
+    vectors = dict(zip(items["item_id"], np.random.default_rng(0).normal(size=(len(items), 384)).astype(np.float32)))
+    config = GRPOConfig(steps=2, users_per_step=3, rollouts=2, max_new_tokens=12, learning_rate=1e-3,
+                        validation_samples=2)
     before = np.asarray(chat.lm.model.embedder.input_embedding.value).copy()
-    result = train_profiler(chat, data, method, config, tmp_path / name, RewardModels(judge=judge), log=lambda _: None)
+    # The training examples double as validation users here: what is checked is that the method's own terms
+    # (DUET's tags and judge, BUMP's pools and length penalty) score validation profiles as they score rollouts.
+    result = train_profiler(chat, data, method, config, tmp_path / name, RewardModels(embedder, vectors, judge),
+                            log=lambda _: None, validation=data)
     assert result.step == 2 and [r["step"] for r in result.log] == [1, 2]
+    assert [r["step"] for r in result.validation] == [0, 2]
+    for record in result.validation:
+        assert len(record["rewards"]) == len(data) and record["samples"] == 2
+        assert {"P/ndcg10", "10H+P/ndcg10"} | EXPECTED[name] <= set(record)
     record = result.log[-1]
     assert EXPECTED[name] <= set(record), sorted(record)
     if name == "bump-forward":
