@@ -266,15 +266,21 @@ def validate(
     """Score held-out users at `step`: `validation_samples` profiles each at the validation temperature (the same
     seed every time, so evaluations differ only by the weights), the method's own reward terms averaged per user,
     and the downstream NDCG@k / Recall@k of the target among the user's train candidates for the P and 10H+P views
-    with the frozen embedder, over every sample."""
+    with the frozen embedder, over every sample. An item-aware prompt (DUET) is rewarded in target mode, as in
+    training, but ranks from blank-mode profiles, as evaluation does: a target-mode profile may name the target."""
     t0 = time.perf_counter()
     samples = config.validation_samples
-    prompts = [policy.encode_chat(m) for m in data.messages]
     sampling = SamplingConfig(config.max_new_tokens, config.validation_temperature, 1.0, config.seed + 7919,
                               config.prompt_bucket)
-    gen = policy.sampler.generate(prompts, sampling, samples=samples)
-    texts = [policy.tokenizer.decode(t, skip_special_tokens=True) for t in gen.tokens]
-    profiles = [PROFILE_PROMPTS[method.prompt].parse(t) for t in texts]
+    parse = PROFILE_PROMPTS[method.prompt].parse
+
+    def sample(conversations: list[list[dict]]):
+        gen = policy.sampler.generate([policy.encode_chat(m) for m in conversations], sampling, samples=samples)
+        texts = [policy.tokenizer.decode(t, skip_special_tokens=True) for t in gen.tokens]
+        return gen, texts, [parse(t) for t in texts]
+
+    gen, texts, profiles = sample(data.messages)
+    ranked = sample(data.blank_messages)[2] if PROFILE_PROMPTS[method.prompt].item_aware else profiles
     batch = list(range(len(data)))
     # Step 0 for the terms' own draws (BUMP's pools and shuffles), so they too are the same at every validation.
     inputs = RewardInputs(profiles, batch, samples, data, policy, models.embedder, models.item_vectors, models.judge,
@@ -287,13 +293,13 @@ def validate(
               "rewards": [float(r) for r in per_user]}
     candidates = inputs.items([[data.target_ids[i], *data.negative_ids[i]] for i in batch])  # target first
     recent = [data.recent[i] for i in inputs.rows]
-    for view, view_texts in profile_views(recent, profiles).items():
+    for view, view_texts in profile_views(recent, ranked).items():
         users = models.embedder.encode(view_texts).reshape(len(batch), samples, -1)
         ranks = target_ranks(np.einsum("ncd,nsd->nsc", candidates, users).reshape(len(batch) * samples, -1))
         record[f"{view}/ndcg{k}"] = float(ndcg_at_k(ranks, k).mean())
         record[f"{view}/recall{k}"] = float(recall_at_k(ranks, k).mean())
     record["completion_tokens_mean"] = float(np.mean([len(t) for t in gen.tokens]))
-    record["case_study"] = [{"user_id": data.user_ids[i], "profile": profiles[i * samples]}
+    record["case_study"] = [{"user_id": data.user_ids[i], "profile": ranked[i * samples]}
                             for i in batch[:CASE_STUDY_USERS]]
     record["seconds"] = time.perf_counter() - t0
     return record

@@ -11,7 +11,9 @@ import pytest
 from profilekit.methods import Method, Term, reward_term
 from profilekit.profiler import ChatLM
 from profilekit.protocol import validation_split
-from profilekit.training import GRPOConfig, TrainingExamples, case_study, train_profiler, validation_summary
+from profilekit.llm.sampler import Generation
+from profilekit.training import (GRPOConfig, RewardModels, TrainingExamples, case_study, train_profiler, validate,
+                                 validation_summary)
 from tests.training_setup import setup
 
 
@@ -139,3 +141,55 @@ def test_recipe_grid_is_typed_by_the_training_resource_and_ranked_by_gain_per_cp
     with_se = rank_recipes([{"validation_reward_gain": 0.02, "validation_reward_spread": 0.1,
                              "validation_reward_gain_se": 0.04, "seconds": 360.0}])
     assert with_se["gain_over_se"].iloc[0] == pytest.approx(0.5)
+
+
+class _EchoPolicy:
+    """A profiler that answers with its prompt, character for character: whatever the prompt holds reaches the
+    profile, so what validation ranks from shows."""
+
+    class tokenizer:
+        @staticmethod
+        def decode(ids, skip_special_tokens=True):
+            return "".join(map(chr, ids))
+
+    class sampler:
+        @staticmethod
+        def generate(prompts, config, samples=1):
+            rows = [p for p in prompts for _ in range(samples)]
+            return Generation(rows, [len(p) for p in prompts], 0.0, stops=[None] * len(rows))
+
+    @staticmethod
+    def encode_chat(messages):
+        return [ord(c) for c in messages[-1]["content"]]
+
+
+class _TitleEmbedder:
+    """Users whose text names the target point at it; every other text points away from it."""
+
+    @staticmethod
+    def encode(texts):
+        return np.array([[1.0, 0.0] if "Target Film" in t else [0.0, 1.0] for t in texts])
+
+
+@reward_term("test_zero", needs=())
+def _zero(inputs):
+    return inputs.grid(np.zeros(len(inputs.rows))), {}
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("prompt, leaks", [("duet", False), ("profile", True)])
+def test_validation_ranks_an_item_aware_prompt_from_blank_mode_profiles(prompt, leaks):
+    n = 3
+    data = TrainingExamples(
+        messages=[[{"role": "user", "content": f"History: [Old film {u} | 4]. Item: Target Film {u}."}] for u in range(n)],
+        blank_messages=[[{"role": "user", "content": f"History: [Old film {u} | 4]. Item: none."}] for u in range(n)],
+        recent=[f"[Old film {u} | 4]" for u in range(n)], target_ids=[f"t{u}" for u in range(n)],
+        negative_ids=[[f"n{k}" for k in range(12)]] * n, options=[["a", "b", "c", "d"]] * n, answers=[0] * n,
+        user_ids=[f"u{u}" for u in range(n)])
+    vectors = {**{f"t{u}": np.array([1.0, 0.0]) for u in range(n)}, **{f"n{k}": np.array([0.1, 1.0]) for k in range(12)}}
+    method = Method("leak-check", (Term("test_zero"),), prompt=prompt)
+    record = validate(_EchoPolicy(), data, method, RewardModels(_TitleEmbedder(), vectors), GRPOConfig(validation_samples=2), 0)
+    # Through a target-mode profile the target ranks first (NDCG 1); from a blank-mode one it ranks last.
+    assert record["P/ndcg10"] == record["10H+P/ndcg10"] == (1.0 if leaks else 0.0)
+    assert ("Target Film" in record["case_study"][0]["profile"]) == leaks
+    assert record["rewards"] == [0.0] * n and record["samples"] == 2
