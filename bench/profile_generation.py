@@ -23,9 +23,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def worker(args: argparse.Namespace) -> None:
     import duckdb
 
+    from profilekit.llm.sampler import SamplingConfig
     from profilekit.profiler import ChatLM, generate_profiles
     from profilekit.protocol import Protocol, eval_examples
-    from profilekit.llm.sampler import SamplingConfig
     from resources.warehouse import WAREHOUSE_SCHEMA
 
     with duckdb.connect(str(args.warehouse), read_only=True) as con:

@@ -87,12 +87,11 @@ def profile_decode(args: argparse.Namespace) -> None:
 
 
 def profile_update(args: argparse.Namespace) -> None:
-    import jax
     import numpy as np
     import optax
 
-    from profilekit.llm.lora import AdapterTrainer, LoraConfig
     from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
+    from profilekit.llm.lora import AdapterTrainer, LoraConfig
     from profilekit.llm.model import load_lm
 
     lm = load_lm(args.model, dtype="bfloat16")

@@ -8,12 +8,19 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from profilekit.llm.sampler import Generation
 from profilekit.methods import Method, Term, reward_term
 from profilekit.profiler import ChatLM
 from profilekit.protocol import validation_split
-from profilekit.llm.sampler import Generation
-from profilekit.training import (GRPOConfig, RewardModels, TrainingExamples, case_study, train_profiler, validate,
-                                 validation_summary)
+from profilekit.training import (
+    GRPOConfig,
+    RewardModels,
+    TrainingExamples,
+    case_study,
+    train_profiler,
+    validate,
+    validation_summary,
+)
 from tests.training_setup import setup
 
 

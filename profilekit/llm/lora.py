@@ -31,8 +31,14 @@ import optax
 from flax import nnx
 
 from profilekit.llm import forward
-from profilekit.llm.grpo_step import (StepGeometry, cast_floats, committed, grpo_loss, placed_training_weights,
-                                      training_logps)
+from profilekit.llm.grpo_step import (
+    StepGeometry,
+    cast_floats,
+    committed,
+    grpo_loss,
+    placed_training_weights,
+    training_logps,
+)
 
 ALL_PROJECTIONS = tuple(forward.PROJECTIONS)
 
