@@ -286,7 +286,7 @@ def validate(
     inputs = RewardInputs(profiles, batch, samples, data, policy, models.embedder, models.item_vectors, models.judge,
                           GREEDY_ANSWER, texts, [len(t) for t in gen.tokens], 0, config.seed)
     rewards, terms = method.rewards(inputs)
-    per_user = np.asarray(rewards, float).reshape(len(batch), samples).mean(axis=1)
+    per_user = rewards.mean(axis=1)  # [B, samples] -> per user
     record = {"step": step, "samples": samples, "reward_mean": float(per_user.mean()),
               "reward_std": float(per_user.std()), **{f"reward/{name}": value for name, value in terms.items()},
               # Per user, so two evaluations of the same users can be compared pairwise.
@@ -294,7 +294,7 @@ def validate(
     candidates = inputs.items([[data.target_ids[i], *data.negative_ids[i]] for i in batch])  # target first
     recent = [data.recent[i] for i in inputs.rows]
     for view, view_texts in profile_views(recent, ranked).items():
-        users = models.embedder.encode(view_texts).reshape(len(batch), samples, -1)
+        users = inputs.vectors(view_texts)
         ranks = target_ranks(np.einsum("ncd,nsd->nsc", candidates, users).reshape(len(batch) * samples, -1))
         record[f"{view}/ndcg{k}"] = float(ndcg_at_k(ranks, k).mean())
         record[f"{view}/recall{k}"] = float(recall_at_k(ranks, k).mean())
