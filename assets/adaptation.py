@@ -145,7 +145,7 @@ def _eval_profiles(method: str, domain: str, warehouse_reader: WarehouseReader) 
 
 
 @asset(
-    **SCL_TABLE, code_version="2",
+    **SCL_TABLE, code_version="3",
     ins={**FROM_DOMAIN, "scl_embedder": AssetIn(partition_mapping=from_scl_embedders, metadata=BY_PARTITION)},
     deps=[AssetDep("base_profiles", partition_mapping=from_domain),
           AssetDep("generated_profiles", partition_mapping=from_generated_profiles)],
@@ -178,7 +178,7 @@ def scl_example_scores(
                        item_vectors_encoded_now=encoded_now)
 
 
-@asset(**{**PARTITIONED, "automation_condition": on_upstream_data_change(gathered=("scl_example_scores",))}, code_version="1",
+@asset(**{**PARTITIONED, "automation_condition": on_upstream_data_change(gathered=("scl_example_scores",))}, code_version="2",
        group_name="adaptation", deps=[AssetDep(scl_example_scores, partition_mapping=from_domain)], **typed(scl_metrics_schema))
 def scl_metrics(context: AssetExecutionContext, warehouse_reader: WarehouseReader):
     """Tables 3 / 5 of the domain: mean N@10 and R@10 per setting and context with the adapted embedders, each

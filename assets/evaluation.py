@@ -25,7 +25,7 @@ from assets.partitions import domain_partitions, from_domain
 from profilekit.contexts import duet_rating_contexts, evaluation_contexts
 from profilekit.duet import rating_scale
 from profilekit.embedder import EmbeddingCache
-from profilekit.evaluation import score_contexts, summarize
+from profilekit.evaluation import rank_metrics, score_contexts
 from profilekit.metrics import with_significance
 from profilekit.plots import grouped_bars_png, markdown_image
 from profilekit.profiler import GenerationCache
@@ -79,8 +79,8 @@ def item_embeddings(context: AssetExecutionContext, items: pd.DataFrame, embedde
 
 @multi_asset(
     outs={
-        "rec_example_scores": AssetOut(**METRIC_TABLE, code_version="3", **typed(rec_example_scores_schema), group_name="evaluation"),
-        "rec_metrics": AssetOut(**METRIC_TABLE, code_version="3", **typed(rec_metrics_schema), group_name="evaluation"),
+        "rec_example_scores": AssetOut(**METRIC_TABLE, code_version="4", **typed(rec_example_scores_schema), group_name="evaluation"),
+        "rec_metrics": AssetOut(**METRIC_TABLE, code_version="4", **typed(rec_metrics_schema), group_name="evaluation"),
     },
     partitions_def=domain_partitions,
     backfill_policy=ONE_PARTITION_PER_RUN,
@@ -108,7 +108,7 @@ def recommendation_eval(
                                    proto.recent_k)
     cache = EmbeddingCache(model_store.embedding_cache, model.version)
     scores = score_contexts(contexts, candidate_sets, item_vectors, model, cache)
-    metrics = with_significance(summarize(scores), scores, "ndcg10")
+    metrics = rank_metrics(scores)
     yield table_output(scores, "rec_example_scores", evaluated_users=examples["user_id"].nunique())
     chart = markdown_image(grouped_bars_png(metrics, "ndcg10", "NDCG@10 by context"), "NDCG@10")
     yield table_output(metrics, "rec_metrics", summary=metadata_table(metrics), chart=MetadataValue.md(chart),

@@ -6,7 +6,7 @@ PROFILEKIT_GCP_CREDENTIALS (a base64 service-account key; GKE workload identity 
 
 from __future__ import annotations
 
-from dagster import EnvVar, multiprocess_executor
+from dagster import EnvVar, Field, Selector, multi_or_in_process_executor
 from dagster_gcp_pandas import BigQueryPandasIOManager
 from dagster_k8s import k8s_job_executor
 
@@ -79,9 +79,14 @@ def gcp_resources(s: Settings | None = None) -> dict:
     }
 
 
-# One DuckDB file and 2 CPU cores: at most two steps at once, and one LLM-heavy step at a time.
-LOCAL_EXECUTOR = multiprocess_executor.configured(
-    {"max_concurrent": 2, "tag_concurrency_limits": [{"key": "profilekit/llm", "value": "heavy", "limit": 1}]}
+# One DuckDB file and 2 CPU cores: at most two steps at once, and one LLM-heavy step at a time. A run may ask for
+# `execution: {config: {in_process: {}}}` instead: one process, so a small run does not pay a project import per step.
+LOCAL_MULTIPROCESS = {"max_concurrent": 2,
+                      "tag_concurrency_limits": [{"key": "profilekit/llm", "value": "heavy", "limit": 1}]}
+LOCAL_EXECUTOR = multi_or_in_process_executor.configured(
+    lambda config: {"in_process": {}} if "in_process" in config else {"multiprocess": LOCAL_MULTIPROCESS},
+    name="local_executor",
+    config_schema=Field(Selector({"multiprocess": {}, "in_process": {}}), default_value={"multiprocess": {}}),
 )
 # One k8s job per step; LLM steps carry their own pod resources (assets._common.TPU_POD), the rest use these.
 GCP_EXECUTOR = k8s_job_executor.configured(

@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 
 from profilekit.embedder import Embedder, EmbeddingCache
-from profilekit.metrics import ndcg_at_k, recall_at_k, target_ranks, with_significance
+from profilekit.metrics import (
+    BASE_METHOD,
+    compare_with_reference,
+    ndcg_at_k,
+    recall_at_k,
+    target_ranks,
+    with_significance,
+)
+from profilekit.rewards import BLUE_TEMPERATURE, user_to_item_logprob
 
 EXAMPLE_KEY = ["domain", "user_id", "cut"]
 
@@ -20,8 +28,11 @@ def score_contexts(
     embedder: Embedder,
     cache: EmbeddingCache,
     k: int = 10,
+    temperature: float = BLUE_TEMPERATURE,
 ) -> pd.DataFrame:
-    """Per-example rank, NDCG@k and Recall@k of the target among its candidates for every context row."""
+    """Per-example rank, NDCG@k and Recall@k of the target among its candidates for every context row, and
+    `target_logp`: the log-softmax of the target among them at BLUE's InfoNCE temperature, i.e. the user-to-item
+    term of BLUE's embedding reward on this example (so the trained reward itself is measured on test users)."""
     cands = candidates.sort_values([*EXAMPLE_KEY, "position"])
     grouped = cands.groupby(EXAMPLE_KEY, sort=False)["item_id"].agg(list)
     keys = list(zip(contexts["domain"], contexts["user_id"], contexts["cut"]))
@@ -38,6 +49,7 @@ def score_contexts(
     out["rank"] = ranks.astype(np.int64)
     out[f"ndcg{k}"] = ndcg_at_k(ranks, k)
     out[f"recall{k}"] = recall_at_k(ranks, k)
+    out["target_logp"] = user_to_item_logprob(user_vecs[:, None], cand_matrix[:, 0], cand_matrix[:, 1:], temperature)[:, 0]
     return out.reset_index(drop=True)
 
 
@@ -45,9 +57,21 @@ def summarize(example_scores: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     """Mean metric per (domain, method, context)."""
     return (
         example_scores.groupby(["domain", "method", "context"], sort=False)
-        .agg(n_examples=("rank", "size"), **{f"ndcg{k}": (f"ndcg{k}", "mean"), f"recall{k}": (f"recall{k}", "mean")})
+        .agg(n_examples=("rank", "size"), **{f"ndcg{k}": (f"ndcg{k}", "mean"), f"recall{k}": (f"recall{k}", "mean")},
+             target_logp=("target_logp", "mean"))
         .reset_index()
     )
+
+
+def rank_metrics(example_scores: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """`summarize` with N@k paired-tested against BLUE and Base (`with_significance`), and BLUE's reward term
+    `target_logp` paired-tested against Base: how far training moved the reward it optimises, on test users."""
+    key = ["domain", "method", "context"]
+    logp = compare_with_reference(example_scores, "target_logp", BASE_METHOD)[
+        [*key, "mean_diff_vs_ref", "t_pvalue_vs_ref"]].rename(
+        columns={"mean_diff_vs_ref": "target_logp_diff_vs_base", "t_pvalue_vs_ref": "target_logp_t_pvalue_vs_base"})
+    metrics = with_significance(summarize(example_scores, k), example_scores, f"ndcg{k}")
+    return metrics.merge(logp, on=key, how="left")
 
 
 def score_with_embedders(
@@ -72,11 +96,11 @@ def score_with_embedders(
     return pd.concat(frames, ignore_index=True), encoded_now
 
 
-def metrics_by_setting(scores: pd.DataFrame, value: str = "ndcg10") -> pd.DataFrame:
-    """Mean metrics per (setting, train domain, method, context), each paired-tested against the reference method
-    of the same setting on the same examples."""
+def metrics_by_setting(scores: pd.DataFrame) -> pd.DataFrame:
+    """`rank_metrics` per (setting, train domain): each row paired-tested against the reference methods of the
+    same setting on the same examples."""
     tables = [
-        with_significance(summarize(rows), rows, value).assign(setting=setting, train_domain=train_domain)
+        rank_metrics(rows).assign(setting=setting, train_domain=train_domain)
         for (setting, train_domain), rows in scores.groupby(["setting", "train_domain"], sort=True)
     ]
     return pd.concat(tables, ignore_index=True)

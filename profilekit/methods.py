@@ -41,6 +41,7 @@ from profilekit.prompts import (
     profile_quality_messages,
 )
 from profilekit.rewards import (
+    BLUE_TEMPERATURE,
     DIRECTIONS,
     VIEWS,
     blue_embedding_reward,
@@ -126,7 +127,7 @@ def _answers(chat, inputs: RewardInputs) -> np.ndarray:
 
 
 @reward_term("blue_embedding", needs=("embedder",))
-def _blue_embedding(inputs: RewardInputs, views=VIEWS, directions=DIRECTIONS, temperature: float = 0.07) -> TermResult:
+def _blue_embedding(inputs: RewardInputs, views=VIEWS, directions=DIRECTIONS, temperature: float = BLUE_TEMPERATURE) -> TermResult:
     """R_emb: Σ over views of ½(ℓ_u2i + ℓ_i2u), InfoNCE against the train negatives and the batch's other users."""
     rendered = profile_views([inputs.data.recent[i] for i in inputs.rows], inputs.profiles)
     vectors = {v: inputs.vectors(rendered[v]) for v in views}
@@ -346,7 +347,8 @@ def _blue(name: str, text: bool = True, emb: bool = True, advantage: str = "grou
           directions=DIRECTIONS) -> Method:
     """BLUE, or one of its Table-6 ablations (a term, a view or a direction switched off, or REINFORCE++)."""
     check_views_and_directions(tuple(views), tuple(directions))
-    embedding = Term("blue_embedding", options={"views": list(views), "directions": list(directions), "temperature": 0.07})
+    embedding = Term("blue_embedding",
+                     options={"views": list(views), "directions": list(directions), "temperature": BLUE_TEMPERATURE})
     terms = ((embedding,) if emb else ()) + ((Term("self_multiple_choice"),) if text else ())
     return Method(name, terms, advantage)
 

@@ -13,6 +13,7 @@ from profilekit.metrics import ndcg_at_k, target_ranks
 
 VIEWS = ("10H+P", "P")
 DIRECTIONS = ("u2i", "i2u")
+BLUE_TEMPERATURE = 0.07  # τ of BLUE's InfoNCE (METHOD §3)
 
 
 def user_to_item_logprob(users: np.ndarray, target: np.ndarray, negatives: np.ndarray, tau: float) -> np.ndarray:
@@ -43,7 +44,8 @@ def check_views_and_directions(views: tuple[str, ...], directions: tuple[str, ..
 
 def blue_embedding_reward(
     view_vectors: dict[str, np.ndarray], target: np.ndarray, negatives: np.ndarray,
-    views: tuple[str, ...] = VIEWS, directions: tuple[str, ...] = DIRECTIONS, temperature: float = 0.07,
+    views: tuple[str, ...] = VIEWS, directions: tuple[str, ...] = DIRECTIONS,
+    temperature: float = BLUE_TEMPERATURE,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """R_emb = Σ_views mean_directions(ℓ) (both directions: ½(ℓ_u2i + ℓ_i2u)), and each term for logging."""
     check_views_and_directions(views, directions)

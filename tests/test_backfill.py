@@ -139,8 +139,10 @@ def test_daemon_runs_a_graphql_backfill_of_two_domains_as_one_run_per_partition(
         assert time.monotonic() < deadline, f"no partition set of {JOB} after 180 s\n{_log_tail(home)}"
         time.sleep(1)
     [(repo, partition_set)] = found
-    # The launchpad's config of the backfill: the tiny profiler, so each run takes seconds, not minutes.
-    run_config = {"resources": {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}}}}
+    # The launchpad's config of the backfill: the tiny profiler and every step in the run's own process, so each
+    # run takes seconds, not minutes (the default executor starts a process, which imports the project, per step).
+    run_config = {"resources": {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}}},
+                  "execution": {"config": {"in_process": {}}}}
     params = {
         "selector": {
             "partitionSetName": partition_set["name"],

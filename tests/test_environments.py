@@ -36,9 +36,18 @@ def test_local_definitions_and_an_unknown_environment():
     local = _load("local")
     assert local.returncode == 0, local.stderr[-3000:]
     out = json.loads(local.stdout.strip().splitlines()[-1])
-    assert out["executor"] == "multiprocess" and out["resources"]["warehouse"] == "ProfilesDuckDBIOManager"
+    assert out["executor"] == "local_executor" and out["resources"]["warehouse"] == "ProfilesDuckDBIOManager"
     bad = _load("azure")
     assert bad.returncode != 0 and "PROFILEKIT_ENV='azure': choose one of ['gcp', 'local']" in bad.stderr
+
+
+def test_the_local_executor_limits_llm_steps_unless_a_run_asks_for_one_process():
+    from orchestration.resources import LOCAL_EXECUTOR
+
+    default = LOCAL_EXECUTOR.apply_config_mapping({}).value["config"]
+    assert default["multiprocess"]["max_concurrent"] == 2
+    assert default["multiprocess"]["tag_concurrency_limits"] == [{"key": "profilekit/llm", "value": "heavy", "limit": 1}]
+    assert set(LOCAL_EXECUTOR.apply_config_mapping({"config": {"in_process": {}}}).value["config"]) == {"in_process"}
 
 
 @pytest.fixture()

@@ -82,12 +82,48 @@ def test_metrics_by_setting_pairs_each_setting_with_its_own_reference():
             for method, base, slope in (("blue", 0.5, 0.01), ("Base", 0.3, 0.02)):
                 value = base + shift + slope * user
                 rows.append({"domain": "d", "user_id": str(user), "cut": 0, "method": method, "context": "10H+P",
-                             "rank": 1, "ndcg10": value, "recall10": 1.0, "setting": setting, "train_domain": "s"})
+                             "rank": 1, "ndcg10": value, "recall10": 1.0, "target_logp": -value, "setting": setting,
+                             "train_domain": "s"})
     table = metrics_by_setting(pd.DataFrame(rows)).set_index(["setting", "method"])
     assert table.loc[("in-domain", "Base"), "ndcg10"] == pytest.approx(0.55)
     assert table.loc[("cross-domain", "Base"), "mean_diff_vs_ref"] == pytest.approx(-0.175)
     assert table.loc[("in-domain", "Base"), "mean_diff_vs_ref"] == pytest.approx(-0.175)  # not against the other setting
     assert table.loc[("in-domain", "Base"), "n_paired"] == 6 and math.isnan(table.loc[("in-domain", "blue"), "t_pvalue_vs_ref"])
+
+
+def test_target_logp_is_blues_user_to_item_reward_and_is_paired_against_base(tmp_path):
+    import pandas as pd
+
+    from profilekit.embedder import EmbeddingCache
+    from profilekit.evaluation import rank_metrics, score_contexts
+
+    class Lookup:  # an embedder whose vectors are given per text
+        version = "lookup"
+
+        def __init__(self, vectors: dict[str, np.ndarray]):
+            self.vectors = vectors
+
+        def encode(self, texts, progress=False):
+            return np.stack([self.vectors[t] for t in texts])
+
+    e = np.eye(3)
+    items = {"t": e[0], "n1": e[1], "n2": e[2]}
+    users = {"near": np.array([0.8, 0.6, 0.0]), "far": np.array([0.0, 0.6, 0.8])}
+    contexts = pd.DataFrame([{"domain": "d", "user_id": u, "cut": 0, "method": m, "context": "P", "text": text}
+                             for u in ("1", "2") for m, text in (("Base", "far"), ("blue", "near"))])
+    candidates = pd.DataFrame([{"domain": "d", "user_id": u, "cut": 0, "position": p, "item_id": i}
+                               for u in ("1", "2") for p, i in enumerate(("t", "n1", "n2"))])
+    scores = score_contexts(contexts, candidates, items, Lookup(users), EmbeddingCache(tmp_path, "lookup"))
+    # log softmax at tau = 0.07 of the target among [target, n1, n2] by cosine (the u2i term of BLUE's reward)
+    near = np.array([0.8, 0.6, 0.0]) / 0.07
+    expected = near[0] - np.log(np.exp(near).sum())
+    blue = scores[scores["method"] == "blue"]["target_logp"].to_numpy()
+    assert blue == pytest.approx([expected, expected])
+    table = rank_metrics(scores).set_index("method")
+    far = np.array([0.0, 0.6, 0.8]) / 0.07
+    gain = expected - (far[0] - np.log(np.exp(far).sum()))
+    assert table.loc["blue", "target_logp_diff_vs_base"] == pytest.approx(gain)
+    assert math.isnan(table.loc["Base", "target_logp_diff_vs_base"])
 
 
 def test_evaluation_contexts_hold_history_base_and_every_trained_method():
@@ -122,7 +158,8 @@ def test_every_method_is_paired_against_blue_and_against_base():
         for method, context, value in (("blue", "10H+P", 0.5), ("Base", "10H+P", 0.3), ("rlpf", "10H+P", 0.4),
                                        ("history", "10-H", 0.2)):
             rows.append({"domain": "d", "user_id": str(user), "cut": 0, "method": method, "context": context,
-                         "rank": 1, "ndcg10": value + 0.01 * user * (method == "rlpf"), "recall10": 1.0})
+                         "rank": 1, "ndcg10": value + 0.01 * user * (method == "rlpf"), "recall10": 1.0,
+                         "target_logp": -1.0})
     scores = pd.DataFrame(rows)
     table = with_significance(summarize(scores), scores, "ndcg10").set_index("method")
     assert table.loc["rlpf", "mean_diff_vs_ref"] == pytest.approx(0.4 + 0.035 - 0.5)
