@@ -1,0 +1,66 @@
+"""DUET's format compliance on the real profiler: the share of sampled completions that DUET's strict and lenient
+parsers accept, and of each of the six fields, for the plain prompt and with the assistant turn started by a
+prefix (by default DUET's first two tags). A measurement, not a timing: it shows whether a format scaffold would
+give DUET's reward any signal on a given profiler.
+
+Run after `make run` has filled the warehouse (DUET's prompt shows the target item's earlier ratings, so the
+domain's interactions are read too):
+    .venv/bin/python bench/duet_format.py [--domain ml-1m] [--users 8] [--samples 4] [--prefix "<user_profile>\n<cue>"]
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PREFIX = "<user_profile>\n<cue>"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--domain", default="ml-1m")
+    parser.add_argument("--users", type=int, default=8, help="the first train users by id")
+    parser.add_argument("--samples", type=int, default=4, help="completions per user, temperature 0.7")
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--prefix", default=PREFIX, help="what the assistant turn starts with ('\\n' for a newline)")
+    parser.add_argument("--model", type=Path, default=Path(".data/store/profiler_base_weights/smollm2-135m-instruct/hf"))
+    parser.add_argument("--warehouse", type=Path, default=Path(".data/warehouse.duckdb"))
+    args = parser.parse_args()
+
+    import duckdb
+    import numpy as np
+
+    from profilekit.llm.sampler import SamplingConfig
+    from profilekit.profiler import ChatLM
+    from profilekit.prompts import DUET_FIELDS, DUET_PARSERS, PROFILE_PROMPTS, duet_valid, parse_duet
+    from profilekit.training import training_examples
+    from resources.warehouse import WAREHOUSE_SCHEMA
+
+    with duckdb.connect(str(args.warehouse), read_only=True) as con:
+        histories, candidates, items, interactions = (
+            con.execute(f"SELECT * FROM {WAREHOUSE_SCHEMA}.{table} WHERE domain = ?", [args.domain]).df()
+            for table in ("filtered_histories", "candidate_sets", "items", "interactions")
+        )
+    users = sorted(histories.loc[histories["split"] == "train", "user_id"].unique())[: args.users]
+    histories, candidates = (t[t["user_id"].isin(users)] for t in (histories, candidates))
+    chat = ChatLM(args.model, dtype="bfloat16", batch_size=32)
+    data = training_examples(histories, candidates, items, lambda xs: [len(chat.tokenizer.encode(x)) for x in xs], 512,
+                             10, 0, PROFILE_PROMPTS["duet"], interactions)
+    sampling = SamplingConfig(args.max_new_tokens, 0.7, 1.0, 0, 16)
+    for prefix in ("", args.prefix.replace("\\n", "\n")):
+        forced = chat.tokenizer.encode(prefix, add_special_tokens=False) if prefix else []
+        generated = chat.sampler.generate([chat.encode_chat(m) + forced for m in data.messages], sampling,
+                                          samples=args.samples)
+        parsed = [parse_duet(prefix + chat.tokenizer.decode(t, skip_special_tokens=True)) for t in generated.tokens]
+        shares = {mode: float(np.mean([duet_valid(p, mode) for p in parsed])) for mode in DUET_PARSERS}
+        fields = {f"{scope}.{name}": round(float(np.mean([p[scope][name] is not None for p in parsed])), 2)
+                  for scope in ("user", "item") for name in DUET_FIELDS}
+        print(f"prefix {prefix!r}: {len(parsed)} completions, strict {shares['strict']:.3f}, "
+              f"lenient {shares['lenient']:.3f}; fields present: {fields}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
