@@ -21,6 +21,7 @@ from profilekit.llm.model import load_lm
 from profilekit.methods import METHODS
 from profilekit.training import train_profiler
 from tests.conftest import ROOT, TEST_DATA
+from tests.processes.killed_training import KILLED_AFTER
 from tests.tiny_llm import write_tiny_lm
 from tests.training_setup import config, setup
 
@@ -186,7 +187,7 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_a_finished_run_is_not_r
     child = subprocess.Popen([sys.executable, "-m", "tests.processes.killed_training", str(tiny_chat_dir), str(ckpt), str(marker)], cwd=ROOT,
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
-    while not (marker.exists() and marker.read_text() == "2"):
+    while not (marker.exists() and marker.read_text() == str(KILLED_AFTER)):
         assert child.poll() is None, child.stderr.read()[-3000:]
         assert time.time() < deadline
         time.sleep(0.2)
@@ -197,7 +198,7 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_a_finished_run_is_not_r
     chat, data, models = setup(tiny_chat_dir)
     logs = []
     resumed = train_profiler(chat, data, METHODS["blue"], config(4), ckpt, models, log=logs.append)
-    assert resumed.resumed_from == 2 and resumed.trained_now == 2 and resumed.step == 4
+    assert resumed.resumed_from == KILLED_AFTER and resumed.trained_now == 2 and resumed.step == 4
     assert [r["step"] for r in resumed.log] == [1, 2, 3, 4]  # the killed run's log survives in the checkpoint
     assert any("resumed from checkpoint step 2" in line for line in logs)
 

@@ -1,5 +1,5 @@
-"""Train BLUE for 4 steps on the tiny setup, writing each finished step to a marker file and then sleeping, so
-the test can kill the process after a given step.
+"""Train BLUE for 4 steps on the tiny setup, writing each finished step to a marker file and sleeping after step
+`KILLED_AFTER`, so the test can kill the process there (after that step's checkpoint is saved, before the next).
 
     python -m tests.processes.killed_training MODEL_DIR CHECKPOINT_DIR MARKER
 """
@@ -12,13 +12,16 @@ from profilekit.methods import METHODS
 from profilekit.training import train_profiler
 from tests.training_setup import config, setup
 
+KILLED_AFTER = 2
+
 
 def main(model_dir: str, checkpoint_dir: str, marker: str) -> None:
     chat, data, models = setup(model_dir)
 
     def on_step(record: dict) -> None:
         Path(marker).write_text(str(record["step"]))
-        time.sleep(30)  # the parent kills us here
+        if record["step"] == KILLED_AFTER:
+            time.sleep(60)  # the parent kills us here
 
     train_profiler(chat, data, METHODS["blue"], config(4), checkpoint_dir, models, on_step=on_step)
 
