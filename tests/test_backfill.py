@@ -25,9 +25,9 @@ pytestmark = pytest.mark.slow
 
 JOB = "domain_data"
 DOMAINS = ["amazon-fixture", "refresh-fixture"]
-# Measured on a shared 2-core machine: 392 s from launch to completion (runs of 149 s and 170 s; every step is a
-# process that imports the project, and the daemon's loops add their intervals); 513 s beside one other test
-# session, over 600 s beside two.
+# With every step in its run's process, the two runs took 9 s and 11 s and the whole test 90 s in a full suite
+# (2026-12-06); most of the rest is the backfill daemon's 30-second loop. The limit leaves room for a busy machine:
+# with a process per step the same backfill took 392 s, and over 600 s beside two other test sessions.
 BACKFILL_SECONDS = 900
 # One run at a time on these 2-core machines (the daemon's run queue holds the second one back), and no asset
 # daemon: the project's automation sensor is on by default and would queue evaluation runs of the backfilled
