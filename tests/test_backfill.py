@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 JOB = "domain_data"
 DOMAINS = ["amazon-fixture", "refresh-fixture"]
-# With every step in its run's process, the two runs took 9 s and 11 s and the whole test 90 s in a full suite
+# With every step in its run's process, the two runs took 9 s and 11 s (beside a training run) and the whole test 90 s in a full suite
 # (2026-12-06); most of the rest is the backfill daemon's 30-second loop. The limit leaves room for a busy machine:
 # with a process per step the same backfill took 392 s, and over 600 s beside two other test sessions.
 BACKFILL_SECONDS = 900
