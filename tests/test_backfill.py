@@ -25,9 +25,10 @@ pytestmark = pytest.mark.slow
 
 JOB = "domain_data"
 DOMAINS = ["amazon-fixture", "refresh-fixture"]
-# With every step in its run's process, the two runs took 9 s and 11 s (beside a training run) and the whole test 90 s in a full suite
-# (2026-12-06); most of the rest is the backfill daemon's 30-second loop. The limit leaves room for a busy machine:
-# with a process per step the same backfill took 392 s, and over 600 s beside two other test sessions.
+# With every step in its run's process, the two runs took 9 s and 11 s (beside a training run) and the whole test
+# 90 s in a full suite (2026-12-06); most of the rest is the backfill daemon's 30-second loop. The limit leaves room
+# for a busy machine: with a process per step the same backfill took 392 s, and over 600 s beside two other test
+# sessions.
 BACKFILL_SECONDS = 900
 # One run at a time on these 2-core machines (the daemon's run queue holds the second one back), and no asset
 # daemon: the project's automation sensor is on by default and would queue evaluation runs of the backfilled
