@@ -31,8 +31,9 @@ def score_contexts(
     temperature: float = BLUE_TEMPERATURE,
 ) -> pd.DataFrame:
     """Per-example rank, NDCG@k and Recall@k of the target among its candidates for every context row, and
-    `target_logp`: the log-softmax of the target among them at BLUE's InfoNCE temperature, i.e. the user-to-item
-    term of BLUE's embedding reward on this example (so the trained reward itself is measured on test users)."""
+    `target_logp`: the log-softmax of the target among them at BLUE's InfoNCE temperature. That is the form of the
+    user-to-item term of BLUE's embedding reward, here against the evaluation's candidates (training uses the 128
+    train negatives, so the scales differ), which lets a test set show whether training moved that term."""
     cands = candidates.sort_values([*EXAMPLE_KEY, "position"])
     grouped = cands.groupby(EXAMPLE_KEY, sort=False)["item_id"].agg(list)
     keys = list(zip(contexts["domain"], contexts["user_id"], contexts["cut"]))
@@ -64,10 +65,11 @@ def summarize(example_scores: pd.DataFrame, k: int = 10) -> pd.DataFrame:
 
 
 def rank_metrics(example_scores: pd.DataFrame, k: int = 10) -> pd.DataFrame:
-    """`summarize` with N@k paired-tested against BLUE and Base (`with_significance`), and BLUE's reward term
-    `target_logp` paired-tested against Base: how far training moved the reward it optimises, on test users."""
+    """`summarize` with N@k paired-tested against BLUE and Base (`with_significance`), and `target_logp` paired-tested
+    against Base (the step-0 policy, for a trained method on the same embedder). Rows scored before `target_logp`
+    was recorded (NULL in an older warehouse table) are left out of its mean and test."""
     key = ["domain", "method", "context"]
-    logp = compare_with_reference(example_scores, "target_logp", BASE_METHOD)[
+    logp = compare_with_reference(example_scores.dropna(subset=["target_logp"]), "target_logp", BASE_METHOD)[
         [*key, "mean_diff_vs_ref", "t_pvalue_vs_ref"]].rename(
         columns={"mean_diff_vs_ref": "target_logp_diff_vs_base", "t_pvalue_vs_ref": "target_logp_t_pvalue_vs_base"})
     metrics = with_significance(summarize(example_scores, k), example_scores, f"ndcg{k}")
@@ -96,11 +98,11 @@ def score_with_embedders(
     return pd.concat(frames, ignore_index=True), encoded_now
 
 
-def metrics_by_setting(scores: pd.DataFrame) -> pd.DataFrame:
+def metrics_by_setting(scores: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     """`rank_metrics` per (setting, train domain): each row paired-tested against the reference methods of the
     same setting on the same examples."""
     tables = [
-        rank_metrics(rows).assign(setting=setting, train_domain=train_domain)
+        rank_metrics(rows, k).assign(setting=setting, train_domain=train_domain)
         for (setting, train_domain), rows in scores.groupby(["setting", "train_domain"], sort=True)
     ]
     return pd.concat(tables, ignore_index=True)

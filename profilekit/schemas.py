@@ -108,7 +108,8 @@ rec_metrics_schema = pa.DataFrameSchema(
         "mean_diff_vs_base": pa.Column(float, nullable=True),
         "t_pvalue_vs_base": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True),
         "wilcoxon_pvalue_vs_base": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True),
-        "target_logp": pa.Column(float, pa.Check.le(0.0)),
+        # NaN where every score of the row was written before `target_logp` existed (an older warehouse table).
+        "target_logp": pa.Column(float, pa.Check.le(0.0), nullable=True),
         "target_logp_diff_vs_base": pa.Column(float, nullable=True),
         "target_logp_t_pvalue_vs_base": pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True),
     },

@@ -96,6 +96,7 @@ def test_target_logp_is_blues_user_to_item_reward_and_is_paired_against_base(tmp
 
     from profilekit.embedder import EmbeddingCache
     from profilekit.evaluation import rank_metrics, score_contexts
+    from profilekit.schemas import rec_metrics_schema
 
     class Lookup:  # an embedder whose vectors are given per text
         version = "lookup"
@@ -124,6 +125,12 @@ def test_target_logp_is_blues_user_to_item_reward_and_is_paired_against_base(tmp
     gain = expected - (far[0] - np.log(np.exp(far).sum()))
     assert table.loc["blue", "target_logp_diff_vs_base"] == pytest.approx(gain)
     assert math.isnan(table.loc["Base", "target_logp_diff_vs_base"])
+    # Scores written before target_logp existed read back as NULL: left out, and the table still validates.
+    older = scores[scores["method"] == "blue"].assign(method="rlpf", target_logp=np.nan)
+    table = rank_metrics(pd.concat([scores, older], ignore_index=True))
+    rec_metrics_schema.validate(table)
+    rlpf = table.set_index("method").loc["rlpf"]
+    assert math.isnan(rlpf["target_logp"]) and math.isnan(rlpf["target_logp_diff_vs_base"]) and rlpf["ndcg10"] > 0
 
 
 def test_evaluation_contexts_hold_history_base_and_every_trained_method():
