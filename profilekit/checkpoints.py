@@ -29,7 +29,6 @@ class CheckpointStore:
         )
 
     def latest_step(self) -> int | None:
-        self.manager.wait_until_finished()
         return self.manager.latest_step()
 
     def save(self, step: int, params, opt_state, log: list | dict, meta: dict | None = None) -> None:
@@ -37,10 +36,8 @@ class CheckpointStore:
                  "log": ocp.args.JsonSave(log)}
         if meta is not None:
             items["meta"] = ocp.args.JsonSave(meta)
-        # Writing ~1.4 GB (parameters and Adam state) takes seconds; it goes on in the background while the next
-        # step samples. orbax finalises a step atomically, so a run killed mid-write resumes from the step before.
-        self.manager.wait_until_finished()
         self.manager.save(step, args=ocp.args.Composite(**items))
+        self.manager.wait_until_finished()
 
     def restore(self, step: int, params, opt_state=None):
         """Parameters (and optimizer state when a template is given) of `step`, and its log."""

@@ -1,5 +1,5 @@
 """Train BLUE for 4 steps on the tiny setup, writing each finished step to a marker file and sleeping after step
-`KILLED_AFTER`, so the test can kill the process there (once that step's checkpoint is on disk, before the next).
+`KILLED_AFTER`, so the test can kill the process there (after that step's checkpoint is saved, before the next).
 
     python -m tests.processes.killed_training MODEL_DIR CHECKPOINT_DIR MARKER
 """
