@@ -64,7 +64,7 @@ FROM_DOMAIN = {name: AssetIn(partition_mapping=from_domain) for name in ("filter
 
 
 @asset(
-    **SCL_TABLE, code_version="3",
+    **SCL_TABLE, code_version="4",  # 4: DUET's tags written by the sampler (prompts.DUET_SCAFFOLD)
     ins={
         **{k: FROM_DOMAIN[k] for k in ("filtered_histories", "items")},
         # Trained methods' source-domain checkpoint; none for the history and Base contexts.

@@ -112,7 +112,7 @@ def base_profiles(
     metadata={"partition_expr": {"method": "method", "domain": "domain"}},
     io_manager_key="warehouse",
     automation_condition=on_upstream_data_change(),
-    code_version="3",
+    code_version="4",  # 4: DUET's tags written by the sampler (prompts.DUET_SCAFFOLD)
     group_name="training",
     ins={
         **{name: AssetIn(partition_mapping=from_domain) for name in ("filtered_histories", "items", "interactions")},

@@ -1,7 +1,9 @@
 """DUET's format compliance on the real profiler: the share of sampled completions that DUET's strict and lenient
-parsers accept, and of each of the six fields, for the plain prompt and with the assistant turn started by a
-prefix (by default DUET's first two tags). A measurement, not a timing: it shows whether a format scaffold would
-give DUET's reward any signal on a given profiler.
+parsers accept, and of each of the six fields, for the plain prompt, with the assistant turn started by a prefix
+(by default DUET's first two tags), and with the sampler writing all six tags (`prompts.DUET_SCAFFOLD`, the `duet`
+method). For the scaffolded completions it also asks the rating judge (the frozen profiler), as DUET's reward
+does: how often its rating parses, the reward, and how much the reward varies within a user's group of samples
+(GRPO's signal). A measurement, not a timing.
 
 Run after `make run` has filled the warehouse (DUET's prompt shows the target item's earlier ratings, so the
 domain's interactions are read too):
@@ -26,6 +28,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="completions per user, temperature 0.7")
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--prefix", default=PREFIX, help="what the assistant turn starts with ('\\n' for a newline)")
+    parser.add_argument("--scaffold-only", action="store_true", help="only the scaffolded completions")
     parser.add_argument("--model", type=Path, default=Path(".data/store/profiler_base_weights/smollm2-135m-instruct/hf"))
     parser.add_argument("--warehouse", type=Path, default=Path(".data/warehouse.duckdb"))
     args = parser.parse_args()
@@ -34,9 +37,10 @@ def main() -> None:
     import numpy as np
 
     from profilekit.llm.sampler import SamplingConfig
+    from profilekit.methods import METHODS, RewardInputs
     from profilekit.profiler import ChatLM
     from profilekit.prompts import DUET_FIELDS, DUET_PARSERS, PROFILE_PROMPTS, duet_valid, parse_duet
-    from profilekit.training import training_examples
+    from profilekit.training import GREEDY_ANSWER, training_examples
     from resources.warehouse import WAREHOUSE_SCHEMA
 
     with duckdb.connect(str(args.warehouse), read_only=True) as con:
@@ -50,16 +54,30 @@ def main() -> None:
     data = training_examples(histories, candidates, items, lambda xs: [len(chat.tokenizer.encode(x)) for x in xs], 512,
                              10, 0, PROFILE_PROMPTS["duet"], interactions)
     sampling = SamplingConfig(args.max_new_tokens, 0.7, 1.0, 0, 16)
-    for prefix in ("", args.prefix.replace("\\n", "\n")):
+    scaffolded = chat.sampling_for(PROFILE_PROMPTS["duet"], sampling)
+    for label, prefix, config in (("prefix ''", "", sampling),
+                                  (f"prefix {args.prefix!r}", args.prefix.replace("\\n", "\n"), sampling),
+                                  ("scaffold (duet)", "", scaffolded))[2 if args.scaffold_only else 0:]:
         forced = chat.tokenizer.encode(prefix, add_special_tokens=False) if prefix else []
-        generated = chat.sampler.generate([chat.encode_chat(m) + forced for m in data.messages], sampling,
+        generated = chat.sampler.generate([chat.encode_chat(m) + forced for m in data.messages], config,
                                           samples=args.samples)
-        parsed = [parse_duet(prefix + chat.tokenizer.decode(t, skip_special_tokens=True)) for t in generated.tokens]
+        texts = [prefix + chat.tokenizer.decode(t, skip_special_tokens=True) for t in generated.tokens]
+        parsed = [parse_duet(t) for t in texts]
         shares = {mode: float(np.mean([duet_valid(p, mode) for p in parsed])) for mode in DUET_PARSERS}
         fields = {f"{scope}.{name}": round(float(np.mean([p[scope][name] is not None for p in parsed])), 2)
                   for scope in ("user", "item") for name in DUET_FIELDS}
-        print(f"prefix {prefix!r}: {len(parsed)} completions, strict {shares['strict']:.3f}, "
+        print(f"{label}: {len(parsed)} completions, strict {shares['strict']:.3f}, "
               f"lenient {shares['lenient']:.3f}; fields present: {fields}", flush=True)
+        if config.scaffold is not None:
+            inputs = RewardInputs([PROFILE_PROMPTS["duet"].parse(t) for t in texts], list(range(len(data))),
+                                  args.samples, data, chat, judge=chat, answer_sampling=GREEDY_ANSWER,
+                                  completions=texts, completion_tokens=[len(t) for t in generated.tokens])
+            rewards, terms = METHODS["duet"].rewards(inputs)
+            print(f"  judge's rating parsed {terms['duet_rating/valid_frac']:.3f}, reward mean {rewards.mean():.3f}, "
+                  f"mean |error| {terms['duet_rating/abs_err']:.3f}, within-user sd of the reward "
+                  f"{float(rewards.std(axis=1).mean()):.3f}, users with any spread "
+                  f"{int((rewards.std(axis=1) > 0).sum())}/{len(data)}", flush=True)
+            print(f"  example: {texts[0]!r}", flush=True)
 
 
 if __name__ == "__main__":

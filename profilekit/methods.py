@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -340,6 +340,9 @@ class Method:
             payload["blank_item_prob"] = self.blank_item_prob
         if self.holdout_events != 1:
             payload["holdout_events"] = self.holdout_events
+        scaffold = PROFILE_PROMPTS[self.prompt].scaffold
+        if scaffold is not None:
+            payload["scaffold"] = asdict(scaffold)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -353,12 +356,14 @@ def _blue(name: str, text: bool = True, emb: bool = True, advantage: str = "grou
     return Method(name, terms, advantage)
 
 
-def _duet(name: str, zero_shot: bool = False, **options) -> Method:
+def _duet(name: str, zero_shot: bool = False, prompt: str = "duet", **options) -> Method:
     """DUET (DUET_BUMP A): the joint user+item prompt, rewarded by the judge's rating error; every (choice) an
-    option of the term (strict parser, penalty -1, any number within the scale, judge without 10H)."""
+    option of the term (strict parser, penalty -1, any number within the scale, judge without 10H). `prompt`
+    "duet" has the sampler write the six tags (a choice: `prompts.DUET_SCAFFOLD`), "duet-free" leaves them to the
+    model as specified."""
     defaults = {"parser": "strict", "penalty": -1.0, "two_decimals": False, "judge_sees_recent": False,
                 "max_new_tokens": 16}
-    return Method(name, (Term("duet_rating", options={**defaults, **options}),), prompt="duet", zero_shot=zero_shot,
+    return Method(name, (Term("duet_rating", options={**defaults, **options}),), prompt=prompt, zero_shot=zero_shot,
                   min_new_tokens=192)
 
 
@@ -391,7 +396,8 @@ METHODS: dict[str, Method] = {
         _blue("blue-reinforcepp", advantage="batch"),
         _duet("duet"),
         _duet("duet-zero-shot", zero_shot=True),
-        _duet("duet-lenient", parser="lenient"),
+        _duet("duet-lenient", parser="lenient", prompt="duet-free"),
+        _duet("duet-free", prompt="duet-free"),
         _bump_method("bump"),
         _bump_method("bump-forward", w_bwd=0.0),
         _bump_method("bump-backward", w_fwd=0.0),

@@ -7,7 +7,7 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +15,9 @@ import pandas as pd
 
 from profilekit.llm.grpo_step import completion_logps
 from profilekit.llm.model import load_lm
-from profilekit.llm.sampler import Sampler, SamplingConfig
+from profilekit.llm.sampler import Sampler, SamplingConfig, Scaffold
 from profilekit.progress import progress_bar
-from profilekit.prompts import PROFILE_PROMPTS, ItemEvidence, ProfilePrompt, duet_item_profile
+from profilekit.prompts import PROFILE_PROMPTS, ItemEvidence, ProfilePrompt, TagScaffold, duet_item_profile
 from profilekit.sources import dir_content_hash
 from profilekit.text import example_history_lines, fit_lines_to_budget
 
@@ -47,7 +47,10 @@ class GenerationCache:
 
     @staticmethod
     def key(prompt: list[int], config: SamplingConfig) -> str:
-        payload = json.dumps([asdict(config), prompt], sort_keys=True).encode()
+        settings = asdict(config)
+        if settings["scaffold"] is None:  # so the keys of every unscaffolded text stay as they were
+            del settings["scaffold"]
+        payload = json.dumps([settings, prompt], sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:32]
 
     def load(self) -> dict[str, dict]:
@@ -80,6 +83,24 @@ class ChatLM:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.sampler = Sampler(self.lm, sorted(e for e in eos if e is not None), pad, mesh=mesh)
         self.batch_size = batch_size
+        self._scaffolds: dict[TagScaffold, Scaffold] = {}
+
+    def scaffold(self, spec: TagScaffold | None) -> Scaffold | None:
+        """A prompt's tag scaffold in this model's tokens: every token whose text holds the stop text ends a free
+        segment, and none of them nor a whitespace-only token starts one."""
+        if spec is None:
+            return None
+        if spec not in self._scaffolds:
+            vocab = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+            forced = tuple(tuple(self.tokenizer.encode(piece, add_special_tokens=False)) for piece in spec.pieces)
+            stops = tuple(i for i, text in enumerate(vocab) if spec.stop_text in text)
+            blanks = tuple(i for i, text in enumerate(vocab) if not text.strip())
+            self._scaffolds[spec] = Scaffold(forced, spec.budgets, stops, blanks)
+        return self._scaffolds[spec]
+
+    def sampling_for(self, prompt: ProfilePrompt, config: SamplingConfig) -> SamplingConfig:
+        """`config` as `prompt` samples: with its scaffold, if it has one."""
+        return replace(config, scaffold=self.scaffold(prompt.scaffold))
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
@@ -191,7 +212,7 @@ def generate_profiles(
 ) -> tuple[pd.DataFrame, int]:
     """Profiles of the given examples (one row each) with the method's prompt, and how many were generated now."""
     conversations = profile_conversations(examples, items, chat.count_tokens, history_budget, prompt)
-    out = chat.generate(conversations, config, cache, progress)
+    out = chat.generate(conversations, chat.sampling_for(prompt, config), cache, progress)
     frame = pd.DataFrame(
         {
             "domain": examples["domain"].to_numpy(),
@@ -223,7 +244,7 @@ def generate_target_profiles(
     if not prompt.item_aware:
         raise ValueError("target-mode profiles need an item-aware prompt (DUET's)")
     conversations = profile_conversations(examples, items, chat.count_tokens, history_budget, prompt, evidence)
-    out = chat.generate(conversations, config, cache, "target-mode profiles")
+    out = chat.generate(conversations, chat.sampling_for(prompt, config), cache, "target-mode profiles")
     frame = pd.DataFrame({
         "domain": examples["domain"].to_numpy(),
         "user_id": examples["user_id"].to_numpy(),

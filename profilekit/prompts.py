@@ -45,6 +45,17 @@ class ItemEvidence:
 
 
 @dataclass(frozen=True)
+class TagScaffold:
+    """A format's fixed text around free segments (`profilekit.llm.sampler.Scaffold` in a model's tokens):
+    `pieces[0]`, segment 0, `pieces[1]`, ..., `pieces[n]`, with at most `budgets[i]` tokens in segment i. A segment
+    ends where the model starts to write `stop_text` (a tag of its own), which is not kept."""
+
+    pieces: tuple[str, ...]
+    budgets: tuple[int, ...]
+    stop_text: str = "<"
+
+
+@dataclass(frozen=True)
 class ProfilePrompt:
     """How a method asks for a profile (history lines [+ item evidence] -> chat messages) and reads its completion
     (-> the profile that every target-agnostic use sees). `item_aware` prompts take the target item's evidence in
@@ -53,6 +64,7 @@ class ProfilePrompt:
     messages: Callable[..., list[dict]]
     parse: Callable[[str], str]
     item_aware: bool = False
+    scaffold: TagScaffold | None = None  # the format's tags, written by the sampler rather than the model
 
     def chat(self, history_lines: Sequence[str], item: ItemEvidence | None = None) -> list[dict]:
         return self.messages(history_lines, item) if self.item_aware else self.messages(history_lines)
@@ -70,6 +82,15 @@ DUET_SYSTEM = (
 DUET_SKELETON = (
     "<user_profile>\n<cue></cue>\n<constructed_prompt></constructed_prompt>\n<profile></profile>\n</user_profile>\n"
     "<item_profile>\n<cue></cue>\n<constructed_prompt></constructed_prompt>\n<profile></profile>\n</item_profile>"
+)
+# (choice, beyond DUET_BUMP) DUET's six tags written by the sampler: SmolLM2-135M writes the structure in prose and
+# never the tags (docs/RESULTS.md), so unscaffolded every reward is the format penalty. The model still writes
+# every cue, constructed prompt and profile, each up to its budget (cue, prompt, profile: 12, 24, 48 tokens).
+DUET_SCAFFOLD = TagScaffold(
+    ("<user_profile>\n<cue>", "</cue>\n<constructed_prompt>", "</constructed_prompt>\n<profile>",
+     "</profile>\n</user_profile>\n<item_profile>\n<cue>", "</cue>\n<constructed_prompt>",
+     "</constructed_prompt>\n<profile>", "</profile>\n</item_profile>"),
+    (12, 24, 48, 12, 24, 48),
 )
 NO_ITEM_EVIDENCE = "[no earlier ratings of this item]"
 
@@ -197,10 +218,11 @@ def parse_duet_rating(answer: str, low: float = 1.0, high: float = 5.0, two_deci
 
 
 # The profile prompts a method can name (`Method.prompt`): the plain profile prompt of the paper's methods and
-# BUMP, and DUET's joint user+item prompt.
+# BUMP, and DUET's joint user+item prompt with its tags scaffolded, or as specified (the model writes the tags).
 PROFILE_PROMPTS: dict[str, ProfilePrompt] = {
     "profile": ProfilePrompt(profile_messages, str.strip),
-    "duet": ProfilePrompt(duet_profile_messages, duet_user_profile, item_aware=True),
+    "duet": ProfilePrompt(duet_profile_messages, duet_user_profile, item_aware=True, scaffold=DUET_SCAFFOLD),
+    "duet-free": ProfilePrompt(duet_profile_messages, duet_user_profile, item_aware=True),
 }
 
 

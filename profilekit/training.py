@@ -270,9 +270,10 @@ def validate(
     training, but ranks from blank-mode profiles, as evaluation does: a target-mode profile may name the target."""
     t0 = time.perf_counter()
     samples = config.validation_samples
-    sampling = SamplingConfig(config.max_new_tokens, config.validation_temperature, 1.0, config.seed + 7919,
-                              config.prompt_bucket)
-    parse = PROFILE_PROMPTS[method.prompt].parse
+    prompt = PROFILE_PROMPTS[method.prompt]
+    sampling = policy.sampling_for(prompt, SamplingConfig(config.max_new_tokens, config.validation_temperature, 1.0,
+                                                          config.seed + 7919, config.prompt_bucket))
+    parse = prompt.parse
 
     def sample(conversations: list[list[dict]]):
         gen = policy.sampler.generate([policy.encode_chat(m) for m in conversations], sampling, samples=samples)
@@ -280,7 +281,7 @@ def validate(
         return gen, texts, [parse(t) for t in texts]
 
     gen, texts, profiles = sample(data.messages)
-    ranked = sample(data.blank_messages)[2] if PROFILE_PROMPTS[method.prompt].item_aware else profiles
+    ranked = sample(data.blank_messages)[2] if prompt.item_aware else profiles
     batch = list(range(len(data)))
     # Step 0 for the terms' own draws (BUMP's pools and shuffles), so they too are the same at every validation.
     inputs = RewardInputs(profiles, batch, samples, data, policy, models.embedder, models.item_vectors, models.judge,
@@ -305,7 +306,10 @@ def validate(
     return record
 
 
-def _pad_batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int, config: GRPOConfig):
+def _pad_batch(prompts: list[list[int]], completions: list[list[int]], pad_id: int, config: GRPOConfig,
+               forced: list[list[bool]] | None = None):
+    """Left-padded prompts and right-padded completions; the loss mask covers what the policy sampled, not the
+    padding and not the tokens a scaffold wrote (`forced`, per completion: empty for none)."""
     width = max(config.prompt_bucket, -(-max(map(len, prompts)) // config.prompt_bucket) * config.prompt_bucket)
     prompt = np.full((len(prompts), width), pad_id, np.int32)
     valid = np.zeros((len(prompts), width), bool)
@@ -317,6 +321,8 @@ def _pad_batch(prompts: list[list[int]], completions: list[list[int]], pad_id: i
     mask = np.zeros((len(completions), t), bool)
     for i, c in enumerate(completions):
         completion[i, : len(c)], mask[i, : len(c)] = c, True
+        if forced and forced[i]:
+            mask[i, : len(forced[i])] &= ~np.asarray(forced[i], bool)
     return prompt, valid, completion, mask
 
 
@@ -361,9 +367,11 @@ def train_profiler(
         log(f"resumed from checkpoint step {resumed_from} in {checkpoint_dir}")
     start = resumed_from or 0
     order = np.random.default_rng(config.seed).permutation(len(data))
-    sampling = SamplingConfig(config.max_new_tokens, config.temperature, 1.0, config.seed, config.prompt_bucket)
+    prompt = PROFILE_PROMPTS[method.prompt]
+    sampling = policy.sampling_for(prompt, SamplingConfig(config.max_new_tokens, config.temperature, 1.0, config.seed,
+                                                          config.prompt_bucket))
     advantage_fn = group_advantages if method.advantage == "group" else batch_advantages
-    parse = PROFILE_PROMPTS[method.prompt].parse
+    parse = prompt.parse
     bar = progress_bar(config.steps, f"GRPO {method.name}", "step")
     bar.update(min(start, config.steps))
 
@@ -389,11 +397,11 @@ def train_profiler(
         rewards, terms = method.rewards(inputs)
         advantages = advantage_fn(rewards)
         dropped = constant_groups(rewards) if method.drop_constant_groups else np.zeros(len(batch), bool)
-        prompt, valid, completion, mask = _pad_batch(prompts, completions, policy.sampler.pad_id, config)
+        prompt_ids, valid, completion, mask = _pad_batch(prompts, completions, policy.sampler.pad_id, config, gen.forced)
         mask[np.repeat(dropped, config.rollouts)] = False
         t_update = time.perf_counter()
         if mask.any():
-            aux = trainer.step(prompt, valid, completion, mask, advantages.reshape(-1).astype(np.float32))
+            aux = trainer.step(prompt_ids, valid, completion, mask, advantages.reshape(-1).astype(np.float32))
             trainer.write_into(policy.lm.model)
             policy.sampler.reload_weights()
         else:  # every group dropped: no signal, and no weight-decay-only update either

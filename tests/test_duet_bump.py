@@ -143,6 +143,9 @@ class Recorder:
         self.seen.extend(conversations)
         return SimpleNamespace(texts=[self.answer(c[-1]["content"]) for c in conversations])
 
+    def sampling_for(self, prompt, config):
+        return config
+
 
 def test_duet_term_asks_the_judge_only_for_parsed_completions():
     data = SimpleNamespace(target_ratings=[5.0, 2.0], item_texts=["Heat (1995)", "Babe (1995)"], recent=["", ""],
@@ -304,6 +307,10 @@ def test_duet_and_bump_and_their_ablations_are_method_partitions():
     assert {"duet", "duet-zero-shot", "bump", "bump-forward", "bump-backward", "bump-no-length-penalty",
             "bump-holdout3"} <= set(METHODS)
     assert METHODS["duet"].prompt == "duet" and METHODS["bump"].prompt == "profile"
+    # The scaffolded and the specified DUET differ only in who writes the tags, and are two objectives.
+    assert METHODS["duet-free"].terms == METHODS["duet"].terms and METHODS["duet-free"].prompt == "duet-free"
+    assert METHODS["duet-free"].fingerprint() != METHODS["duet"].fingerprint()
+    assert PROFILE_PROMPTS["duet"].scaffold is not None and PROFILE_PROMPTS["duet-free"].scaffold is None
     assert METHODS["duet-zero-shot"].zero_shot and not METHODS["duet"].zero_shot
     assert METHODS["duet"].needs == METHODS["bump"].needs == {"judge"}
     assert METHODS["bump-embedder"].needs == {"embedder"}

@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 
 from profilekit.embedder import Embedder
+from profilekit.llm.sampler import SamplingConfig
 from profilekit.methods import METHODS
-from profilekit.profiler import ChatLM
-from profilekit.prompts import PROFILE_PROMPTS
+from profilekit.profiler import ChatLM, generate_profiles
+from profilekit.prompts import DUET_SCAFFOLD, PROFILE_PROMPTS, duet_valid, parse_duet
 from profilekit.protocol import Protocol, filter_histories, sample_candidates
-from profilekit.training import GRPOConfig, RewardModels, train_profiler, training_examples
+from profilekit.training import GRPOConfig, RewardModels, _pad_batch, train_profiler, training_examples
 
 
 def _domain(users: int = 6, events: int = 22, catalog: int = 60):
@@ -59,6 +60,7 @@ def test_training_examples_carry_what_duet_and_bump_need(tiny_chat_dir):
 EXPECTED = {
     "duet": {"reward/duet_rating", "reward/duet_rating/compliance", "reward/duet_rating/format_fail",
              "reward/duet_rating/judge_unparsed", "reward/duet_rating/valid_frac"},
+    "duet-free": {"reward/duet_rating/compliance", "reward/duet_rating/format_fail"},
     "bump": {"reward/bump", "reward/bump/fwd", "reward/bump/bwd", "reward/bump/len_penalty",
              "reward/bump/penalised_frac", "reward/bump/judge_unparsed", "reward/bump/K", "reward/bump/chance"},
     "bump-forward": {"reward/bump/fwd"},
@@ -100,6 +102,9 @@ def test_duet_and_bump_train_through_the_one_loop(tiny_chat_dir, tmp_path, name,
         assert "reward/bump/bwd" not in record
     if name.startswith("bump"):
         assert record["reward/bump/K"] <= 2 and 0 < record["reward/bump/fwd"] <= 1
+    elif name == "duet":  # the sampler writes the tags: every rollout of even a random policy parses
+        assert record["reward/duet_rating/compliance"] == 1.0 and record["reward/duet_rating/format_fail"] == 0.0
+        assert all(r["reward/duet_rating/compliance"] == 1.0 for r in result.validation)
     else:  # a random tiny policy writes no tags: every rollout gets the format penalty, and groups carry no signal
         assert record["reward/duet_rating/format_fail"] == 1.0 and record["reward_mean"] == -1.0
     changed = not np.array_equal(before, np.asarray(chat.lm.model.embedder.input_embedding.value))
@@ -116,3 +121,28 @@ def test_pointwise_log_odds_do_not_depend_on_the_batch(tiny_chat_dir):
     alone = np.array([chat.yes_no_logodds([c])[0] for c in conversations])
     assert batched.shape == (4,) and np.isfinite(batched).all() and len(set(np.round(batched, 6))) > 1
     assert np.allclose(batched, alone, atol=1e-4)
+
+
+def test_duets_scaffold_makes_every_profile_strictly_valid_and_keeps_its_tags_out_of_the_loss(tiny_chat_dir):
+    """The packaged tokenizer's scaffold: its pieces decode back to DUET's tags, tokens holding "<" end a free
+    segment; a random policy's DUET profiles all parse strictly, with the model's text in each of the six fields;
+    the tags are forced, and the loss mask leaves them out."""
+    chat = ChatLM(tiny_chat_dir)
+    scaffold = chat.scaffold(DUET_SCAFFOLD)
+    assert [chat.tokenizer.decode(list(seq)) for seq in scaffold.forced] == list(DUET_SCAFFOLD.pieces)
+    assert all("<" in chat.tokenizer.decode([t]) for t in scaffold.stop_ids)
+    assert chat.tokenizer.convert_tokens_to_ids("<|im_end|>") in scaffold.stop_ids
+    interactions, items, histories, _ = _domain()
+    profiles, _ = generate_profiles(chat, histories.head(4), items, 64, SamplingConfig(temperature=1.0, seed=5),
+                                    prompt=PROFILE_PROMPTS["duet"])
+    assert (profiles["profile"].str.len() > 0).all() and not profiles["profile"].str.contains("<").any()
+    gen = chat.sampler.generate([chat.encode_chat([{"role": "user", "content": "Hi"}])],
+                                chat.sampling_for(PROFILE_PROMPTS["duet"], SamplingConfig(temperature=1.0, seed=5)),
+                                samples=3)
+    for tokens, forced in zip(gen.tokens, gen.forced):
+        parsed = parse_duet(chat.tokenizer.decode(tokens))
+        assert duet_valid(parsed, "strict"), parsed
+        assert sum(forced) == sum(map(len, scaffold.forced)) and not all(forced)
+    _, _, completion, mask = _pad_batch([[1, 2]] * 3, gen.tokens, 0, GRPOConfig(), gen.forced)
+    for row, tokens, forced in zip(mask, gen.tokens, gen.forced):
+        assert row[: len(tokens)].tolist() == [not f for f in forced] and not row[len(tokens):].any()

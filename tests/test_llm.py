@@ -315,3 +315,62 @@ def test_nucleus_mask_matches_sorting(scale):
         want = _sorted_nucleus(logits, top_p)
         assert (got == want).all(), (top_p, got.sum(-1), want.sum(-1))
         assert got.sum(-1).min() >= 1
+
+
+def _segments(tokens: list[int], forced: list[bool]) -> list[tuple[bool, list[int]]]:
+    """Runs of forced and free tokens, in order."""
+    runs: list[tuple[bool, list[int]]] = []
+    for token, flag in zip(tokens, forced):
+        if runs and runs[-1][0] == flag:
+            runs[-1][1].append(token)
+        else:
+            runs.append((flag, [token]))
+    return runs
+
+
+def test_a_scaffold_writes_its_sequences_around_budgeted_free_segments(tiny_dir):
+    """Without stop tokens every free segment runs to its budget; the forced sequences come in order, are flagged,
+    and end the completion; samples of one prompt share its prefill as unscaffolded sampling does."""
+    sampler = Sampler(load_lm(tiny_dir), eos_ids=[], pad_id=0)
+    scaffold = sampler_lib.Scaffold(forced=((11, 12), (13,), (14, 15, 16)), budgets=(4, 3), stop_ids=())
+    cfg = SamplingConfig(max_new_tokens=2, temperature=1.0, top_p=1.0, seed=1, scaffold=scaffold)
+    out = sampler.generate([[5, 17, 42], [9, 9, 9, 9]], cfg, samples=3)
+    assert len(out.tokens) == 6
+    for tokens, forced, stop in zip(out.tokens, out.forced, out.stops):
+        runs = _segments(tokens, forced)
+        assert [flag for flag, _ in runs] == [True, False, True, False, True]
+        assert [run for flag, run in runs if flag] == [[11, 12], [13], [14, 15, 16]]
+        assert [len(run) for flag, run in runs if not flag] == [4, 3]  # the scaffold's length, not max_new_tokens
+        assert stop is None
+
+
+def test_a_scaffold_segment_ends_where_the_model_samples_a_stop_token_and_is_never_empty(tiny_dir):
+    """Every token but 7 and 8 stops a segment, and 8 is blank: the first token of a segment is sampled with the
+    stop and blank tokens masked, so it is 7, and a sampled stop token is replaced by the next forced sequence,
+    never kept."""
+    lm = load_lm(tiny_dir)
+    stops = tuple(t for t in range(lm.model.config.vocab_size) if t not in (7, 8))
+    sampler = Sampler(lm, eos_ids=[3], pad_id=0)
+    scaffold = sampler_lib.Scaffold(forced=((11,), (12,), (13,)), budgets=(5, 5), stop_ids=stops, blank_ids=(8,))
+    out = sampler.generate([[5, 17, 42], [9, 9, 9, 9]], SamplingConfig(temperature=1.0, top_p=1.0, seed=2,
+                                                                       scaffold=scaffold), samples=4)
+    for tokens, forced in zip(out.tokens, out.forced):
+        runs = _segments(tokens, forced)
+        assert [run for flag, run in runs if flag] == [[11], [12], [13]]
+        free = [run for flag, run in runs if not flag]
+        assert len(free) == 2 and all(1 <= len(run) <= 5 and run[0] == 7 and set(run) <= {7, 8} for run in free)
+
+
+def test_a_scaffold_changes_the_generation_cache_key_and_no_scaffold_keeps_the_old_keys():
+    import hashlib
+    from dataclasses import asdict
+
+    from profilekit.profiler import GenerationCache
+
+    config, prompt = SamplingConfig(max_new_tokens=96, temperature=0.7, top_p=0.95, seed=0), [1, 2, 3]
+    settings = {k: v for k, v in asdict(config).items() if k != "scaffold"}  # the key before scaffolds existed
+    old = hashlib.sha256(json.dumps([settings, prompt], sort_keys=True).encode()).hexdigest()[:32]
+    assert GenerationCache.key(prompt, config) == old  # every cached profile stays valid
+    scaffolded = SamplingConfig(max_new_tokens=96, temperature=0.7, top_p=0.95, seed=0,
+                                scaffold=sampler_lib.Scaffold(((1,), (2,)), (4,), (5,)))
+    assert GenerationCache.key(prompt, scaffolded) != old

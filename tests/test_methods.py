@@ -74,7 +74,7 @@ def test_a_method_asks_with_a_registered_prompt_and_the_prompt_shapes_the_chat()
 
     with pytest.raises(ValueError, match="unknown prompt 'nope'"):
         Method("x", (Term("ndcg"),), prompt="nope")
-    assert {m.prompt for m in METHODS.values()} == {"profile", "duet"} and "profile" in PROFILE_PROMPTS
+    assert {m.prompt for m in METHODS.values()} == {"profile", "duet", "duet-free"} and "profile" in PROFILE_PROMPTS
     examples = pd.DataFrame([{"domain": "d", "user_id": "u", "cut": 0, "history_items": json.dumps(["a"]),
                               "history_ratings": json.dumps([4.0])}])
     items = pd.DataFrame({"item_id": ["a"], "title": ["Heat"]})

@@ -4,7 +4,8 @@ Prompts are left-padded to a length bucket (so a new prompt length rarely recomp
 position is projected to the vocabulary during prefill. llama, qwen2 and qwen3 run our own forward
 (`profilekit.llm.forward`: f32-accumulating dots in the weights' dtype, heads-major f32 KV cache updated in place);
 gemma3 runs tunix's. Sampling is temperature + top-p (greedy at temperature 0), seeded per call and per step,
-so the same seed gives the same tokens.
+so the same seed gives the same tokens. A `Scaffold` makes the loop write fixed token sequences (a format's
+tags) between free segments, so a completion follows the format whatever the model would have written there.
 """
 
 from __future__ import annotations
@@ -25,12 +26,47 @@ from profilekit.llm.model import LoadedLM, hidden_states, init_cache, project_lo
 
 
 @dataclass(frozen=True)
+class Scaffold:
+    """Token sequences the decode loop writes itself, with free segments between them: `forced[0]`, free segment
+    0, `forced[1]`, ..., free segment n - 1, `forced[n]`, end. A free segment ends where the model samples one of
+    `stop_ids` or an end-of-text token (replaced by the next forced sequence, never kept) or after `budgets[i]`
+    tokens; its first token is sampled with the stop tokens and `blank_ids` (whitespace) masked out, so no segment
+    is empty or blank. Which tokens were forced is returned, so that training can leave them out of the loss."""
+
+    forced: tuple[tuple[int, ...], ...]
+    budgets: tuple[int, ...]
+    stop_ids: tuple[int, ...]
+    blank_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if len(self.budgets) != len(self.forced) - 1 or not all(self.forced) or min(self.budgets, default=1) < 1:
+            raise ValueError("a scaffold needs n + 1 non-empty forced sequences around n free segments of >= 1 token")
+
+    @property
+    def max_tokens(self) -> int:
+        return sum(map(len, self.forced)) + sum(self.budgets)
+
+    def arrays(self, more_stops: set[int]) -> tuple[jnp.ndarray, ...]:
+        """forced [n + 1, longest] (zero-padded), their lengths, the budgets, the stop ids and the ids that cannot
+        open a segment (the stops and the blanks)."""
+        width = max(map(len, self.forced))
+        forced = np.zeros((len(self.forced), width), np.int32)
+        for i, seq in enumerate(self.forced):
+            forced[i, : len(seq)] = seq
+        stops = set(self.stop_ids) | more_stops
+        return (jnp.asarray(forced), jnp.asarray([len(f) for f in self.forced], jnp.int32),
+                jnp.asarray(self.budgets, jnp.int32), jnp.asarray(sorted(stops), jnp.int32),
+                jnp.asarray(sorted(stops | set(self.blank_ids)), jnp.int32))
+
+
+@dataclass(frozen=True)
 class SamplingConfig:
-    max_new_tokens: int = 128
+    max_new_tokens: int = 128  # without a scaffold; a scaffold's own length bounds a scaffolded completion
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int = 0
     prompt_bucket: int = 16
+    scaffold: Scaffold | None = None
 
 
 @dataclass
@@ -40,6 +76,7 @@ class Generation:
     seconds: float
     stats: dict = field(default_factory=dict)
     stops: list[int | None] = field(default_factory=list)  # the EOS token that ended each row (None: length)
+    forced: list[list[bool]] = field(default_factory=list)  # per row and token: written by the scaffold (if any)
 
 
 def _round_up(n: int, m: int) -> int:
@@ -134,7 +171,27 @@ def decoder_of(model: nnx.Module) -> _OwnDecoder | _TunixDecoder:
 _STATIC = ("max_new", "temperature", "top_p", "cache_size", "samples")
 
 
-def _generate(graphdef, state, tokens, valid, eos_ids, pad_id, key, *, max_new, temperature, top_p, cache_size, samples):
+def _scaffold_step(token, progress, scaffold):
+    """The token a scaffolded row emits instead of the sampled `token`, and its progress (next forced sequence,
+    position in it or -1 while free, free tokens so far in this segment); also whether the token is forced and
+    whether it ends the completion (the last forced sequence is complete)."""
+    forced, forced_len, budgets, stop_ids, _ = scaffold
+    seq, pos, count = progress
+    free = pos < 0
+    budget = budgets[jnp.clip(seq - 1, 0, budgets.shape[0] - 1)]
+    is_forced = ~free | jnp.isin(token, stop_ids) | (count >= budget)
+    at = jnp.where(free, 0, pos)
+    token = jnp.where(is_forced, forced[seq, at], token)
+    seq_done = is_forced & (at + 1 >= forced_len[seq])
+    last = seq_done & (seq == forced.shape[0] - 1)
+    progress = (jnp.where(seq_done, jnp.minimum(seq + 1, forced.shape[0] - 1), seq),
+                jnp.where(is_forced & ~seq_done, at + 1, -1),
+                jnp.where(is_forced, 0, count + 1))
+    return token, progress, is_forced, last
+
+
+def _generate(graphdef, state, tokens, valid, eos_ids, pad_id, key, scaffold=None, *, max_new, temperature, top_p,
+              cache_size, samples):
     decoder = decoder_of(nnx.merge(graphdef, state))
     n_prompts, prompt_len = tokens.shape
     cache = decoder.init(n_prompts, cache_size)
@@ -151,26 +208,40 @@ def _generate(graphdef, state, tokens, valid, eos_ids, pad_id, key, *, max_new, 
     batch = n_prompts * samples
     first = _pick(logits, jax.random.fold_in(key, 0), temperature, top_p)
 
+    if scaffold is not None:
+        opening_mask = jnp.zeros((logits.shape[-1],), bool).at[scaffold[4]].set(True)
+
     def cond(carry):
-        step, _, _, _, _, done, _ = carry
+        step, done = carry[0], carry[5]
         return (step < max_new) & ~jnp.all(done)
 
     def body(carry):
-        step, out, cache, token, pos, done, key_valid = carry
+        step, out, cache, token, pos, done, key_valid, progress, forced_out = carry
+        ended = jnp.zeros_like(done)
+        if scaffold is not None:
+            token, progress, is_forced, ended = _scaffold_step(token, progress, scaffold)
+            forced_out = forced_out.at[:, step].set(is_forced & ~done)
         token = jnp.where(done, pad_id, token)
         out = out.at[:, step].set(token)
-        done = done | jnp.isin(token, eos_ids)
+        done = done | jnp.isin(token, eos_ids) | ended
         write_at = prompt_len + step
         key_valid = key_valid.at[:, write_at].set(True)
         h, cache = decoder(token[:, None], pos[:, None], cache, write_at, key_valid[:, None, :])
-        nxt = _pick(decoder.logits(h)[:, 0], jax.random.fold_in(key, step + 1), temperature, top_p)
-        return step + 1, out, cache, nxt, pos + 1, done, key_valid
+        logits = decoder.logits(h)[:, 0]
+        if scaffold is not None:
+            opening = (progress[1] < 0) & (progress[2] == 0)  # the next token is a segment's first
+            logits = jnp.where(opening[:, None] & opening_mask[None, :], -jnp.inf, logits)
+        nxt = _pick(logits, jax.random.fold_in(key, step + 1), temperature, top_p)
+        return step + 1, out, cache, nxt, pos + 1, done, key_valid, progress, forced_out
 
     out = jnp.full((batch, max_new), pad_id, jnp.int32)
     start_pos = positions[:, -1] + 1
-    carry = (jnp.int32(0), out, cache, first, start_pos, jnp.zeros((batch,), bool), key_valid)
-    step, out, *_ = jax.lax.while_loop(cond, body, carry)
-    return out, step
+    # A scaffolded row starts inside its first forced sequence.
+    progress = (jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32), jnp.zeros((batch,), jnp.int32))
+    carry = (jnp.int32(0), out, cache, first, start_pos, jnp.zeros((batch,), bool), key_valid, progress,
+             jnp.zeros((batch, max_new), bool))
+    step, out, *_, forced_out = jax.lax.while_loop(cond, body, carry)
+    return out, step, forced_out
 
 
 _COMPILED: dict = {}
@@ -225,36 +296,41 @@ class Sampler:
         for i, p in enumerate(prompts):
             tokens[i, width - len(p):] = p
             valid[i, width - len(p):] = True
-        cache_size = _round_up(width + config.max_new_tokens, CACHE_ROUND)
-        out, steps = self._generate(
+        max_new = config.scaffold.max_tokens if config.scaffold is not None else config.max_new_tokens
+        cache_size = _round_up(width + max_new, CACHE_ROUND)
+        out, steps, forced = self._generate(
             self.state,
             self._place(tokens),
             self._place(valid),
             self.eos_ids,
             jnp.int32(self.pad_id),
             jax.random.PRNGKey(config.seed),
-            max_new=config.max_new_tokens,
+            None if config.scaffold is None else config.scaffold.arrays({*np.asarray(self.eos_ids).tolist(), self.pad_id}),
+            max_new=max_new,
             temperature=float(config.temperature),
             top_p=float(config.top_p),
             cache_size=cache_size,
             samples=samples,
         )
-        out = np.asarray(out)
+        out, forced = np.asarray(out), np.asarray(forced)
         eos = set(np.asarray(self.eos_ids).tolist())
-        results, stops = [], []
-        for row in out:
+        results, stops, flags = [], [], []
+        for row, row_forced in zip(out, forced):
             kept, stop = [], None
             for t in row.tolist():
-                if t in eos or t == self.pad_id:
+                # A scaffold's own tokens are kept whatever they are; it ends a completion itself.
+                if (t in eos or t == self.pad_id) and not row_forced[len(kept)]:
                     stop = t if t in eos else None
                     break
                 kept.append(t)
             results.append(kept)
             stops.append(stop)
+            flags.append(row_forced[: len(kept)].tolist() if config.scaffold is not None else [])
         return Generation(
             tokens=results,
             prompt_tokens=[len(p) for p in prompts for _ in range(samples)],
             seconds=time.perf_counter() - started,
             stats={"padded_prompt_len": width, "cache_size": cache_size, "decode_steps": int(steps)},
             stops=stops,
+            forced=flags,
         )
