@@ -93,7 +93,9 @@ class ChatLM:
         if spec not in self._scaffolds:
             vocab = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
             forced = tuple(tuple(self.tokenizer.encode(piece, add_special_tokens=False)) for piece in spec.pieces)
-            stops = tuple(i for i, text in enumerate(vocab) if spec.stop_text in text)
+            # Ids the model has beyond the tokenizer's (padded embeddings) decode to nothing: they stop a segment too.
+            model_vocab = int(getattr(getattr(self.lm.model, "config", None), "vocab_size", len(vocab)))
+            stops = tuple(i for i, text in enumerate(vocab) if spec.stop_text in text) + tuple(range(len(vocab), model_vocab))
             blanks = tuple(i for i, text in enumerate(vocab) if not text.strip())
             self._scaffolds[spec] = Scaffold(forced, spec.budgets, stops, blanks)
         return self._scaffolds[spec]

@@ -329,8 +329,8 @@ def _segments(tokens: list[int], forced: list[bool]) -> list[tuple[bool, list[in
 
 
 def test_a_scaffold_writes_its_sequences_around_budgeted_free_segments(tiny_dir):
-    """Without stop tokens every free segment runs to its budget; the forced sequences come in order, are flagged,
-    and end the completion; samples of one prompt share its prefill as unscaffolded sampling does."""
+    """With no stop token but padding (id 0, which these seeded samples never draw) every free segment runs to its
+    budget; the forced sequences come in order, are flagged, and end the completion."""
     sampler = Sampler(load_lm(tiny_dir), eos_ids=[], pad_id=0)
     scaffold = sampler_lib.Scaffold(forced=((11, 12), (13,), (14, 15, 16)), budgets=(4, 3), stop_ids=())
     cfg = SamplingConfig(max_new_tokens=2, temperature=1.0, top_p=1.0, seed=1, scaffold=scaffold)
@@ -374,3 +374,10 @@ def test_a_scaffold_changes_the_generation_cache_key_and_no_scaffold_keeps_the_o
     scaffolded = SamplingConfig(max_new_tokens=96, temperature=0.7, top_p=0.95, seed=0,
                                 scaffold=sampler_lib.Scaffold(((1,), (2,)), (4,), (5,)))
     assert GenerationCache.key(prompt, scaffolded) != old
+
+
+def test_a_scaffold_may_not_force_a_token_that_ends_the_completion(tiny_dir):
+    sampler = Sampler(load_lm(tiny_dir), eos_ids=[3], pad_id=0)
+    ending = sampler_lib.Scaffold(forced=((11,), (3,)), budgets=(2,), stop_ids=())
+    with pytest.raises(ValueError, match="must not end a completion"):
+        sampler.generate([[5, 6]], SamplingConfig(scaffold=ending))

@@ -54,6 +54,8 @@ class Scaffold:
         for i, seq in enumerate(self.forced):
             forced[i, : len(seq)] = seq
         stops = set(self.stop_ids) | more_stops
+        if more_stops & {t for seq in self.forced for t in seq}:
+            raise ValueError("a scaffold's forced tokens must not end a completion (end-of-text or padding ids)")
         return (jnp.asarray(forced), jnp.asarray([len(f) for f in self.forced], jnp.int32),
                 jnp.asarray(self.budgets, jnp.int32), jnp.asarray(sorted(stops), jnp.int32),
                 jnp.asarray(sorted(stops | set(self.blank_ids)), jnp.int32))
