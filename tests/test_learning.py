@@ -169,6 +169,10 @@ class _EchoPolicy:
     def encode_chat(messages):
         return [ord(c) for c in messages[-1]["content"]]
 
+    @staticmethod
+    def sampling_for(prompt, config):
+        return config
+
 
 class _TitleEmbedder:
     """Users whose text names the target point at it; every other text points away from it."""
