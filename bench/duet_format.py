@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--warehouse", type=Path, default=Path(".data/warehouse.duckdb"))
     args = parser.parse_args()
 
+    from dataclasses import replace
+
     import duckdb
     import numpy as np
 
@@ -54,7 +56,8 @@ def main() -> None:
     data = training_examples(histories, candidates, items, lambda xs: [len(chat.tokenizer.encode(x)) for x in xs], 512,
                              10, 0, PROFILE_PROMPTS["duet"], interactions)
     sampling = SamplingConfig(args.max_new_tokens, 0.7, 1.0, 0, 16)
-    scaffolded = chat.sampling_for(PROFILE_PROMPTS["duet"], sampling)
+    # The scaffold is fitted to DUET's own completion budget, as the `duet` method's training and profiles are.
+    scaffolded = chat.sampling_for(PROFILE_PROMPTS["duet"], replace(sampling, max_new_tokens=METHODS["duet"].min_new_tokens))
     for label, prefix, config in (("prefix ''", "", sampling),
                                   (f"prefix {args.prefix!r}", args.prefix.replace("\\n", "\n"), sampling),
                                   ("scaffold (duet)", "", scaffolded))[2 if args.scaffold_only else 0:]:
@@ -77,7 +80,8 @@ def main() -> None:
                   f"mean |error| {terms['duet_rating/abs_err']:.3f}, within-user sd of the reward "
                   f"{float(rewards.std(axis=1).mean()):.3f}, users with any spread "
                   f"{int((rewards.std(axis=1) > 0).sum())}/{len(data)}", flush=True)
-            print(f"  example: {texts[0]!r}", flush=True)
+            print(f"  field budgets {config.scaffold.budgets}, completion tokens at most {config.scaffold.max_tokens}; "
+                  f"example: {texts[0]!r}", flush=True)
 
 
 if __name__ == "__main__":

@@ -101,8 +101,9 @@ class ChatLM:
         return self._scaffolds[spec]
 
     def sampling_for(self, prompt: ProfilePrompt, config: SamplingConfig) -> SamplingConfig:
-        """`config` as `prompt` samples: with its scaffold, if it has one."""
-        return replace(config, scaffold=self.scaffold(prompt.scaffold))
+        """`config` as `prompt` samples: with its scaffold, if it has one, fitted to `config.max_new_tokens`."""
+        scaffold = self.scaffold(prompt.scaffold)
+        return replace(config, scaffold=None if scaffold is None else scaffold.fit(config.max_new_tokens))
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]

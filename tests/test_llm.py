@@ -376,6 +376,13 @@ def test_a_scaffold_changes_the_generation_cache_key_and_no_scaffold_keeps_the_o
     assert GenerationCache.key(prompt, scaffolded) != old
 
 
+def test_a_scaffold_is_fitted_to_the_completion_budget_in_proportion_and_keeps_a_token_per_field():
+    scaffold = sampler_lib.Scaffold(forced=((11, 12), (13,), (14, 15, 16)), budgets=(4, 3), stop_ids=(9,))
+    assert scaffold.fit(13) is scaffold and scaffold.max_tokens == 13
+    assert scaffold.fit(10).budgets == (2, 1) and scaffold.fit(10).stop_ids == (9,)  # 4 tokens of room, 4:3
+    assert scaffold.fit(3).budgets == (1, 1)  # no room left: one token per field still
+
+
 def test_a_scaffold_may_not_force_a_token_that_ends_the_completion(tiny_dir):
     sampler = Sampler(load_lm(tiny_dir), eos_ids=[3], pad_id=0)
     ending = sampler_lib.Scaffold(forced=((11,), (3,)), budgets=(2,), stop_ids=())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import jax
@@ -46,6 +46,14 @@ class Scaffold:
     def max_tokens(self) -> int:
         return sum(map(len, self.forced)) + sum(self.budgets)
 
+    def fit(self, max_tokens: int) -> Scaffold:
+        """This scaffold with its budgets cut in proportion (each to at least 1) so that a completion holds at most
+        `max_tokens` tokens, where the forced sequences leave room for it."""
+        room, total = max(0, max_tokens - sum(map(len, self.forced))), sum(self.budgets)
+        if room >= total:
+            return self
+        return replace(self, budgets=tuple(max(1, b * room // total) for b in self.budgets))
+
     def arrays(self, more_stops: set[int]) -> tuple[jnp.ndarray, ...]:
         """forced [n + 1, longest] (zero-padded), their lengths, the budgets, the stop ids and the ids that cannot
         open a segment (the stops and the blanks)."""
@@ -63,7 +71,7 @@ class Scaffold:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    max_new_tokens: int = 128  # without a scaffold; a scaffold's own length bounds a scaffolded completion
+    max_new_tokens: int = 128  # a scaffold is fitted to it (`Scaffold.fit`), and its own length then bounds the completion
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int = 0
