@@ -328,8 +328,7 @@ class Sampler:
         for row, row_forced in zip(out, forced):
             kept, stop = [], None
             for t in row.tolist():
-                # A scaffold's own tokens are kept whatever they are; it ends a completion itself.
-                if (t in eos or t == self.pad_id) and not row_forced[len(kept)]:
+                if t in eos or t == self.pad_id:  # never a forced token: `Scaffold.arrays` refuses those
                     stop = t if t in eos else None
                     break
                 kept.append(t)
