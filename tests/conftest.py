@@ -27,8 +27,8 @@ for stale in (
         target.unlink()
 TEST_DATA.mkdir(parents=True, exist_ok=True)
 if WORKER:
-    # One OpenMP thread for torch per worker: two workers' spinning thread pools on 2 cores made transformers'
-    # reference generation in tests/test_llm.py 25x slower.
+    # One OpenMP thread for torch per worker: two workers' thread pools would oversubscribe the 2 cores (their
+    # threads spin at every barrier), and transformers' reference generations in tests/test_llm.py crawl.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     (TEST_DATA / "store").mkdir(exist_ok=True)
     for shared in ("sources", "profiler_base_weights"):
