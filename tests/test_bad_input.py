@@ -5,11 +5,13 @@ import gzip
 import hashlib
 import json
 import pickle
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from profilekit import sources
 from profilekit.domains import DomainSource, RegistryError, load_registry, validate_domain_name
 from profilekit.readers import DataError, read_domain
 from profilekit.sources import SourceError, fetch_wheel
@@ -260,3 +262,24 @@ def test_a_wheel_without_hash_is_never_fetched(tmp_path):
     with pytest.raises(SourceError, match="no sha256 recorded"):
         fetch_wheel("recbole==1.2.1", tmp_path, None)
     assert not (tmp_path / "wheels").exists()
+
+
+def test_a_wheel_appears_in_the_cache_only_once_its_download_is_complete(tmp_path, monkeypatch):
+    """pip writes into a private folder and the finished wheel is renamed into the cache, so a process fetching the
+    same wheel beside this one (a backfill's second run, a second test worker) never reads a partial file."""
+    target = tmp_path / "wheels" / "demo-1.0"
+    payload = b"PK\x03\x04 the whole wheel"
+    seen_while_downloading = []
+
+    def fake_pip(cmd, **kwargs):
+        wheel = Path(cmd[cmd.index("-d") + 1]) / "demo-1.0-py3-none-any.whl"
+        wheel.write_bytes(payload[:4])
+        seen_while_downloading.extend(target.glob("*.whl"))
+        wheel.write_bytes(payload)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(sources.subprocess, "run", fake_pip)
+    wheel = fetch_wheel("demo==1.0", tmp_path, hashlib.sha256(payload).hexdigest())
+    assert seen_while_downloading == []
+    assert wheel == target / "demo-1.0-py3-none-any.whl" and wheel.read_bytes() == payload
+    assert [p.name for p in target.iterdir()] == [wheel.name]  # the private folder is gone
