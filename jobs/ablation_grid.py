@@ -14,7 +14,7 @@ import duckdb
 from dagster import DagsterInstance, MultiPartitionKey
 
 from assets.partitions import source_domain
-from jobs.default_run import assets_by_step, run_job
+from jobs.default_run import assets_by_step, run_job, training_run_config
 from jobs.reporting import RunReporter
 from profilekit.analyses import ABLATION_VARIANTS
 from profilekit.metrics import REFERENCE_METHOD
@@ -44,13 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(ABLATION_VARIANTS), choices=ABLATION_VARIANTS,
                         help="BLUE variants to train beside BLUE")
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps of every method (default: the resource's)")
+    parser.add_argument("--training", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="training resource settings shared by every method (e.g. users_per_step=8)")
     args = parser.parse_args(argv)
     instance = DagsterInstance.get()
-    training = {"resources": {"training": {"config": {"steps": args.steps}}}} if args.steps is not None else {}
+    training = training_run_config(args.steps, args.training)
     reporter = RunReporter(assets_by_step())
     try:
         for job_name, key, run_config in plan(source, args.domains, args.methods, training):
-            if not run_job(job_name, key, instance, run_config, reporter):
+            if not run_job(job_name, key, instance, run_config, reporter).success:
                 return 1
         with duckdb.connect(warehouse_path(), read_only=True) as con:
             for domain in args.domains:

@@ -18,6 +18,7 @@ from assets.partitions import source_domain
 from jobs.reporting import RunReporter
 from orchestration.definitions import defs
 from resources.settings import settings, warehouse_path
+from resources.training import TrainingResource
 from resources.warehouse import WAREHOUSE_SCHEMA
 
 # Dagster's own console log repeats every event in several lines; the reporter's one line per step replaces it
@@ -61,18 +62,27 @@ def _seconds_since_make_started() -> float | None:
     return time.time() - started if started else None
 
 
+def training_run_config(steps: int | None, overrides: list[str]) -> dict:
+    """Run config of the training resource from --steps and --training FIELD=VALUE; {} keeps its defaults."""
+    config = TrainingResource.overrides(overrides) | ({"steps": steps} if steps is not None else {})
+    return {"resources": {"training": {"config": config}}} if config else {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     source = source_domain()
     parser.add_argument("--domains", nargs="+", default=[source], help="domain partitions to evaluate")
     parser.add_argument("--methods", nargs="*", default=["blue"], help="methods to train on the source domain")
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps per method (default: the resource's)")
+    parser.add_argument("--training", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="training resource settings of every method's run (e.g. users_per_step=8), so that "
+                             "a run trained by jobs.recipe_sweep with those settings is found, not retrained")
     parser.add_argument("--verbose", action="store_true", help="print Dagster's full event log as well")
     args = parser.parse_args(argv)
     before_runs = _seconds_since_make_started()
     instance = DagsterInstance.get()
     reporter = RunReporter(assets_by_step())
-    training = {"resources": {"training": {"config": {"steps": args.steps}}}} if args.steps is not None else {}
+    training = training_run_config(args.steps, args.training)
     plan = [("domain_data", d, {}) for d in dict.fromkeys([source, *args.domains])]
     for method in args.methods:
         plan.append(("profiler_training", MultiPartitionKey({"method": method, "domain": source}), training))

@@ -33,12 +33,7 @@ def parse_grid(specs: list[str]) -> list[dict]:
     axes = {}
     for spec in specs:
         name, _, values = spec.partition("=")
-        field = TrainingResource.model_fields.get(name)
-        if field is None or not values:
-            raise SystemExit(f"--grid {spec!r}: expected FIELD=V1,V2 with a training resource field "
-                             f"({', '.join(TrainingResource.model_fields)})")
-        axes[name] = [field.annotation(v) if field.annotation is not bool else v.lower() == "true"
-                      for v in values.split(",")]
+        axes[name] = [TrainingResource.field_value(name, v) for v in values.split(",")]
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())] or [{}]
 
 

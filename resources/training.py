@@ -45,6 +45,24 @@ class TrainingResource(ConfigurableResource):
         values = {k: v for k, v in asdict(config).items() if k in cls.model_fields}
         return cls(**{**values, **overrides})
 
+    @classmethod
+    def field_value(cls, name: str, text: str):
+        """`text` typed as field `name` (command-line overrides); SystemExit naming the fields for an unknown one."""
+        field = cls.model_fields.get(name)
+        if field is None or not text:
+            raise SystemExit(f"{name}={text!r}: expected FIELD=VALUE with a training resource field "
+                             f"({', '.join(cls.model_fields)})")
+        if field.annotation is bool:
+            return text.lower() == "true"
+        if field.annotation == list[str]:
+            return text.split("+")
+        return field.annotation(text)
+
+    @classmethod
+    def overrides(cls, specs: list[str]) -> dict:
+        """`["users_per_step=8", "learning_rate=1e-4"]` -> {"users_per_step": 8, "learning_rate": 1e-4}."""
+        return {name: cls.field_value(name, text) for name, _, text in (spec.partition("=") for spec in specs)}
+
     def config(self, advantage: str) -> GRPOConfig:
         values = self.model_dump()
         return GRPOConfig(advantage=advantage, **{**values, "lora_targets": tuple(values["lora_targets"])})

@@ -130,6 +130,17 @@ def test_validation_summary_and_case_study_pick_first_middle_and_last():
 
 
 @pytest.mark.fast
+def test_an_evaluation_run_names_the_training_settings_of_the_run_it_should_find():
+    from jobs.default_run import training_run_config
+
+    assert training_run_config(None, []) == {}
+    assert training_run_config(200, ["users_per_step=8", "remat=false"]) == {
+        "resources": {"training": {"config": {"users_per_step": 8, "remat": False, "steps": 200}}}}
+    with pytest.raises(SystemExit, match="training resource field"):
+        training_run_config(200, ["users=8"])
+
+
+@pytest.mark.fast
 def test_recipe_grid_is_typed_by_the_training_resource_and_ranked_by_gain_per_cpu_hour():
     from jobs.recipe_sweep import parse_grid, rank_recipes
 
@@ -138,6 +149,7 @@ def test_recipe_grid_is_typed_by_the_training_resource_and_ranked_by_gain_per_cp
     assert isinstance(grid[0]["rollouts"], int) and parse_grid([]) == [{}]
     with pytest.raises(SystemExit, match="training resource field"):
         parse_grid(["learning_rat=1e-5"])
+    assert parse_grid(["lora_targets=q+v,q"]) == [{"lora_targets": ["q", "v"]}, {"lora_targets": ["q"]}]
     table = rank_recipes([
         {"learning_rate": 1e-5, "validation_reward_gain": 0.02, "validation_reward_spread": 0.1, "seconds": 360.0},
         {"learning_rate": 1e-4, "validation_reward_gain": 0.03, "validation_reward_spread": 0.1, "seconds": 1800.0},
