@@ -60,12 +60,16 @@ def test_the_verifiable_reward_rises_in_training_and_on_held_out_users(tiny_chat
     result = train_profiler(ChatLM(tiny_chat_dir), train, Method(term, (Term(term),)), CONFIG, tmp_path, models,
                             log=lambda _: None, validation=held_out)
 
-    rewards = [r["reward_mean"] for r in result.log]
-    first = result.log[0]
-    assert np.mean(rewards[-2:]) > first["reward_mean"] + 1.5 * first["reward_std"], rewards
+    # At lr 0.1 the batch reward (12 rollouts at temperature 1) swings from step to step, so the halves of the run
+    # are compared. Measured (on a 2-core machine): the real loop gains 0.07 (word starts) and 0.36 (continuations)
+    # in training and 0.28 / 0.54 on the held-out users; a flipped sign, a zero learning rate and a sampler holding
+    # a copy of the base weights gain at most 0.013 in training and nothing on the held-out users.
+    rewards = np.array([r["reward_mean"] for r in result.log])
+    half = len(rewards) // 2
+    assert rewards[half:].mean() > rewards[:half].mean() + 0.05, rewards
     curve = result.validation
     assert [r["step"] for r in curve] == [0, 5, 10]
-    assert curve[-1]["reward_mean"] > curve[0]["reward_mean"] + curve[0]["reward_std"], curve
+    assert curve[-1]["reward_mean"] > curve[0]["reward_mean"] + 0.15, curve  # shares of tokens, in [0, 1]
     assert len(curve[-1]["rewards"]) == 2 and np.mean(curve[-1]["rewards"]) == pytest.approx(curve[-1]["reward_mean"])
     assert {"P/ndcg10", "P/recall10", "10H+P/ndcg10", "10H+P/recall10", f"reward/{term}"} <= set(curve[0])
     study = case_study(curve)
