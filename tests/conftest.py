@@ -78,3 +78,12 @@ def tiny_chat_dir() -> Path:
         packaged_gguf(store / "sources"), store / "profiler_base_weights" / "smollm2-135m-instruct" / "hf"
     )
     return write_tiny_chat_lm(TEST_DATA / "tiny-chat", tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def wide_tiny_chat_dir(tiny_chat_dir: Path) -> Path:
+    """The tiny chat model with its tied embeddings widened 5x (std 0.1), so its logits follow the hidden state
+    and a LoRA adapter on the layers' projections can move them."""
+    from tests.tiny_llm import write_tiny_chat_lm
+
+    return write_tiny_chat_lm(TEST_DATA / "tiny-chat-wide", tiny_chat_dir, embedding_scale=5.0)

@@ -1,9 +1,12 @@
 """Training that measurably learns, through the real loop (rollouts -> rewards -> advantages -> update -> sampler
 reload) on the tiny chat model, with a reward we can verify: the share of a profile's tokens that start a word.
 Both the reward and its complement must rise, so an update with the wrong sign, a sampler that keeps the old
-weights, or an update that changes nothing all fail. The validation curve is scored along the way."""
+weights, or an update that changes nothing all fail. LoRA learns the same way, with a reward its adapters can reach.
+The validation curve is scored along the way."""
 
+import functools
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,6 +46,27 @@ def _fewer_word_starts(inputs):
     return 1.0 - _word_starts(inputs), {}
 
 
+@functools.cache
+def _direction_scores(weights_dir: str) -> np.ndarray:
+    """Per token: its tied embedding along a fixed random direction, standardised over the vocabulary."""
+    from safetensors.numpy import load_file
+
+    embeddings = load_file(Path(weights_dir) / "model.safetensors")["model.embed_tokens.weight"]
+    direction = np.random.default_rng(0).normal(size=embeddings.shape[1])
+    scores = embeddings @ (direction / np.linalg.norm(direction))
+    return (scores - scores.mean()) / scores.std()
+
+
+@reward_term("test_embedding_direction", needs=("policy",))
+def _along_a_direction(inputs, weights_dir: str, sign: float):
+    """The profile's tokens' mean score along the direction (times `sign`): a reward the layers can reach, since
+    raising it means turning the final hidden state toward (or away from) one direction of the embedding space."""
+    scores, tokenizer = _direction_scores(weights_dir), inputs.policy.tokenizer
+    means = [float(scores[ids].mean()) if (ids := tokenizer.encode(p, add_special_tokens=False)) else 0.0
+             for p in inputs.profiles]
+    return sign * inputs.grid(means), {}
+
+
 def _subset(data: TrainingExamples, rows: list[int]) -> TrainingExamples:
     return TrainingExamples(**{name: [getattr(data, name)[i] for i in rows] for name in (
         "messages", "recent", "target_ids", "negative_ids", "options", "answers")}, user_ids=[f"u{i}" for i in rows])
@@ -75,6 +99,29 @@ def test_the_verifiable_reward_rises_in_training_and_on_held_out_users(tiny_chat
     study = case_study(curve)
     assert list(study["step"].unique()) == [0, 5, 10] and set(study["user_id"]) == {"u3", "u4"}
     assert study.groupby("user_id")["profile"].nunique().min() > 1  # the held-out users' profiles changed
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["toward", "away"])
+def test_a_lora_run_learns_a_reward_its_adapters_can_reach(wide_tiny_chat_dir, tmp_path, sign):
+    """LoRA (rank 8 on every projection) through the same loop: the word-start share above lives in the tied
+    embeddings, which LoRA leaves alone, so its reward is one the layers control."""
+    chat, data, models = setup(wide_tiny_chat_dir)
+    train, held_out = _subset(data, [0, 1, 2]), _subset(data, [3, 4])
+    method = Method("test_embedding_direction", (Term("test_embedding_direction",
+                                                      options={"weights_dir": str(wide_tiny_chat_dir), "sign": sign}),))
+    config = replace(CONFIG, lora_rank=8, lora_alpha=16.0, learning_rate=0.01)
+    result = train_profiler(ChatLM(wide_tiny_chat_dir), train, method, config, tmp_path, models, log=lambda _: None,
+                            validation=held_out)
+
+    # Measured (on a 2-core machine): the real loop gains 0.19 (toward) and 0.28 (away) in training and 0.71 / 0.51
+    # on the held-out users (standardised scores); a flipped advantage sign loses 0.19-0.28 in training, and a zero
+    # learning rate or a sampler left with the base weights (the adapters never merged) gains at most 0.027 in
+    # training and nothing held out.
+    rewards = np.array([r["reward_mean"] for r in result.log])
+    half = len(rewards) // 2
+    assert rewards[half:].mean() > rewards[:half].mean() + 0.1, rewards
+    assert result.validation[-1]["reward_mean"] > result.validation[0]["reward_mean"] + 0.25, result.validation
+    assert result.log[-1]["kl"] > 0
 
 
 def test_a_resumed_run_keeps_its_validation_curve(tiny_chat_dir, tmp_path):

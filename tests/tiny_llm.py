@@ -57,9 +57,11 @@ def write_tiny_lm(directory: Path, family: str = "llama", rope_theta: float = 10
     return directory
 
 
-def write_tiny_chat_lm(directory: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
+def write_tiny_chat_lm(directory: Path, tokenizer_dir: Path, seed: int = 0, embedding_scale: float = 1.0) -> Path:
     """A tiny random-init llama with a real chat tokenizer (the exported SmolLM2's files, same vocabulary), so
-    ChatLM, the sampler and the GRPO trainer run end to end in seconds."""
+    ChatLM, the sampler and the GRPO trainer run end to end in seconds. At the default init (std 0.02) the tied
+    embeddings make the logits nearly uniform whatever the hidden state; `embedding_scale` widens them, so that
+    what the layers compute (and adapters on their projections) moves the next-token distribution."""
     import shutil
 
     import torch
@@ -75,7 +77,10 @@ def write_tiny_chat_lm(directory: Path, tokenizer_dir: Path, seed: int = 0) -> P
         rope_parameters={"rope_type": "default", "rope_theta": 100_000.0}, rms_norm_eps=1e-5,
         eos_token_id=json.loads((tokenizer_dir / "config.json").read_text()).get("eos_token_id"),
     )
-    LlamaForCausalLM(config).save_pretrained(directory)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(embedding_scale)
+    model.save_pretrained(directory)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
         if (tokenizer_dir / name).exists():
             shutil.copy(tokenizer_dir / name, directory / name)
