@@ -1,6 +1,7 @@
 """SCL embedder adaptation (METHOD §6) and its cross-domain / in-domain evaluation grid (§8, Tables 3 and 5).
 
-Partitioned by context method (history, Base, blue, rlaif, rlpf, langptune) x domain: a domain's embedder is
+Partitioned by context method (`partitions.SCL_METHODS`: history, Base and the trained methods BLUE, RLAIF, RLPF,
+LangPTune, DUET and BUMP) x domain: a domain's embedder is
 adapted on its own train users; each evaluated domain is scored with the source domain's embedder
 (cross-domain) and with its own (in-domain)."""
 
@@ -182,7 +183,7 @@ def scl_example_scores(
        group_name="adaptation", deps=[AssetDep(scl_example_scores, partition_mapping=from_domain)], **typed(scl_metrics_schema))
 def scl_metrics(context: AssetExecutionContext, warehouse_reader: WarehouseReader):
     """Tables 3 / 5 of the domain: mean N@10 and R@10 per setting and context with the adapted embedders, each
-    paired-tested against BLUE+SCL of the same setting on the same users."""
+    paired-tested against BLUE+SCL and against Base+SCL of the same setting on the same users."""
     scores = warehouse_reader.domain_rows("scl_example_scores", context.partition_key)
     if scores.empty:
         raise Failure(f"no scl_example_scores for {context.partition_key}: materialize them first")

@@ -182,5 +182,5 @@ def rating_metrics(context: AssetExecutionContext, qa_example_scores: pd.DataFra
     columns = list(duet_rating_scores_schema.columns)
     answers = pd.concat([qa_example_scores[columns], *([native[columns]] if len(native) else [])], ignore_index=True)
     table = rating_metrics_table(answers, rating_scale(interactions["rating"]))
-    return table_output(table, summary=metadata_table(table[table["vs_method"] == "Base"]),
+    return table_output(table, summary=metadata_table(table),
                         headline=_headline(table[table["vs_method"] == "Base"], "rating_mae", "rating MAE"))

@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
         with duckdb.connect(warehouse_path(), read_only=True) as con:
             rows = con.execute(
-                f"SELECT setting, domain, method, context, n_examples, ndcg10, recall10, n_paired, t_pvalue_vs_ref, "
-                f"wilcoxon_pvalue_vs_ref FROM {WAREHOUSE_SCHEMA}.scl_metrics WHERE domain IN (SELECT unnest(?)) "
+                f"SELECT setting, domain, method, context, n_examples, ndcg10, recall10, n_paired, mean_diff_vs_ref, "
+                f"t_pvalue_vs_ref, wilcoxon_pvalue_vs_ref, n_paired_vs_base, mean_diff_vs_base, t_pvalue_vs_base, "
+                f"wilcoxon_pvalue_vs_base FROM {WAREHOUSE_SCHEMA}.scl_metrics WHERE domain IN (SELECT unnest(?)) "
                 f"ORDER BY setting, domain, method",
                 [args.domains],
             ).fetchdf()
