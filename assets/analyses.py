@@ -1,5 +1,5 @@
-"""The paper's comparison views per domain: the Table-6 ablation table of BLUE's variants, a t-SNE map of every
-method's user embeddings (§5.3) and the quality / inference-cost frontier (§5.2)."""
+"""The paper's comparison views per domain: the Table-6 ablation table of BLUE's variants (and of DUET's and
+BUMP's), a t-SNE map of every method's user embeddings (§5.3) and the quality / inference-cost frontier (§5.2)."""
 
 import pandas as pd
 from dagster import AssetDep, AssetExecutionContext, MetadataValue, asset
@@ -10,7 +10,7 @@ from assets.partitions import from_domain
 from profilekit.analyses import (
     ABLATION_VARIANTS,
     HISTORY_CONTEXTS,
-    ablation_table,
+    ablation_tables,
     dominant_genres,
     efficiency_table,
     embedding_seconds,
@@ -18,6 +18,7 @@ from profilekit.analyses import (
 )
 from profilekit.contexts import evaluation_contexts
 from profilekit.embedder import Embedder, EmbeddingCache
+from profilekit.metrics import REFERENCE_METHOD
 from profilekit.plots import frontier_png, markdown_image, tsne_png
 from profilekit.protocol import eval_examples
 from profilekit.schemas import ablation_metrics_schema, efficiency_frontier_schema, user_embedding_tsne_schema
@@ -36,14 +37,17 @@ WITH_TRAINED_PROFILES = {
 MAPPED_CONTEXTS = (*HISTORY_CONTEXTS, "10H+P")
 
 
-@asset(**ANALYSIS, code_version="1", **typed(ablation_metrics_schema))
+@asset(**ANALYSIS, code_version="2", **typed(ablation_metrics_schema))  # 2: DUET's and BUMP's variants too
 def ablation_metrics(rec_example_scores: pd.DataFrame, qa_example_scores: pd.DataFrame):
     """Table 6 of the domain: N@10 / R@10 of P and 10H+P and QA next-item accuracy of BLUE and of every trained
-    `blue-*` variant, each variant's difference to BLUE paired-tested on the same users (t-test, Wilcoxon)."""
-    table = ablation_table(rec_example_scores, qa_example_scores, ABLATION_VARIANTS)
-    missing = [m for m in ABLATION_VARIANTS if m not in set(table["method"])]
-    yield table_output(table, summary=metadata_table(table), variants=len(set(table["method"]) - {"blue"}),
-                       not_trained=MetadataValue.text(", ".join(missing) or "none"))
+    `blue-*` variant, each variant's difference to BLUE paired-tested on the same users (t-test, Wilcoxon); then
+    the same rows for the trained `duet-*` and `bump-*` variants against DUET and BUMP (column `reference`)."""
+    table = ablation_tables(rec_example_scores, qa_example_scores)
+    blue = table[table["reference"] == REFERENCE_METHOD]
+    missing = [m for m in ABLATION_VARIANTS if m not in set(blue["method"])]
+    yield table_output(table, summary=metadata_table(table), variants=len(set(blue["method"]) - {REFERENCE_METHOD}),
+                       not_trained=MetadataValue.text(", ".join(missing) or "none"),
+                       references=MetadataValue.text(", ".join(dict.fromkeys(table["reference"])) or "none"))
 
 
 def _mapped_contexts(domain: str, filtered_histories: pd.DataFrame, items: pd.DataFrame, base_profiles: pd.DataFrame,

@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             for domain in args.domains:
                 rows = con.execute(
                     f"SELECT {', '.join(TABLE6)} FROM {WAREHOUSE_SCHEMA}.ablation_metrics WHERE domain = ? "
-                    "ORDER BY method = ? DESC, method, context DESC",
-                    [domain, REFERENCE_METHOD],
+                    "AND reference = ? ORDER BY method = ? DESC, method, context DESC",
+                    [domain, REFERENCE_METHOD, REFERENCE_METHOD],
                 ).fetchdf()
                 print(f"\nablation_metrics {domain}\n" + rows.to_markdown(index=False, floatfmt=".4f"))
     finally:

@@ -20,11 +20,14 @@ ABLATION_CONTEXTS = ("P", "10H+P")
 ABLATION_METRICS = (("ndcg10", "ndcg10", "rec"), ("recall10", "recall10", "rec"), ("mc_accuracy", "mc_correct", "qa"))
 HISTORY_CONTEXTS = ("All-H", "10-H")
 UNKNOWN_GENRE = "unknown"
-# Table 6: every registered variant of BLUE's reward or advantage estimator.
-ABLATION_VARIANTS = tuple(m for m in METHODS if m.startswith(f"{REFERENCE_METHOD}-"))
+# Table 6 (every registered variant of BLUE's reward or advantage estimator against BLUE) and the same table for
+# DUET's and BUMP's variants against DUET and BUMP: {reference: its variants}.
+ABLATION_FAMILIES = {reference: tuple(m for m in METHODS if m.startswith(f"{reference}-"))
+                     for reference in (REFERENCE_METHOD, "duet", "bump")}
+ABLATION_VARIANTS = ABLATION_FAMILIES[REFERENCE_METHOD]
 
 ABLATION_COLUMNS = [
-    "domain", "method", "context", "n_examples", "n_qa", "n_paired", "n_qa_paired",
+    "domain", "reference", "method", "context", "n_examples", "n_qa", "n_paired", "n_qa_paired",
     *[c for metric, _, _ in ABLATION_METRICS
       for c in (metric, f"delta_{metric}", f"{metric}_t_pvalue", f"{metric}_wilcoxon_pvalue")],
 ]
@@ -44,7 +47,7 @@ def ablation_table(
             selected = {name: _rows(frame, method, context) for name, frame in frames.items()}
             if all(frame.empty for frame in selected.values()):
                 continue
-            row: dict[str, object] = {"domain": _domain(selected), "method": method, "context": context,
+            row: dict[str, object] = {"domain": _domain(selected), "reference": reference, "method": method, "context": context,
                                       "n_examples": len(selected["rec"]), "n_qa": len(selected["qa"]),
                                       "n_paired": 0, "n_qa_paired": 0}
             for metric, value, source in ABLATION_METRICS:
@@ -62,6 +65,15 @@ def ablation_table(
                 row[f"{metric}_wilcoxon_pvalue"] = test["wilcoxon_pvalue"]
             rows.append(row)
     return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
+
+
+def ablation_tables(rec_scores: pd.DataFrame, qa_scores: pd.DataFrame) -> pd.DataFrame:
+    """`ablation_table` of every family of `ABLATION_FAMILIES` (BLUE's first), stacked: each variant against its
+    own reference; families with no rows are left out."""
+    tables = [ablation_table(rec_scores, qa_scores, variants, reference)
+              for reference, variants in ABLATION_FAMILIES.items()]
+    tables = [t for t in tables if len(t)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=ABLATION_COLUMNS)
 
 
 

@@ -278,6 +278,7 @@ _pvalue = pa.Column(float, pa.Check.in_range(0.0, 1.0), nullable=True)
 ablation_metrics_schema = pa.DataFrameSchema(
     {
         "domain": _domain,
+        "reference": pa.Column(str),
         "method": pa.Column(str),
         "context": pa.Column(str, pa.Check.isin(["P", "10H+P"])),
         "n_examples": pa.Column("int64", pa.Check.ge(0)),

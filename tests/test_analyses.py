@@ -11,8 +11,10 @@ from scipy import stats
 
 from assets._common import metadata_table
 from profilekit.analyses import (
+    ABLATION_FAMILIES,
     ABLATION_VARIANTS,
     ablation_table,
+    ablation_tables,
     dominant_genres,
     efficiency_table,
     embedding_seconds,
@@ -56,6 +58,7 @@ def test_ablation_table_deltas_and_paired_tests_against_blue_on_the_same_users()
     ablation_metrics_schema.validate(table)
     assert list(zip(table["method"], table["context"])) == [
         ("blue", "P"), ("blue", "10H+P"), ("blue-no-text", "P"), ("blue-no-text", "10H+P")]  # untrained: no rows
+    assert set(table["reference"]) == {"blue"}
     row = table.iloc[2]
     assert row["ndcg10"] == pytest.approx(np.mean(var_p)) and row["n_examples"] == 5 and row["n_paired"] == 5
     assert row["delta_ndcg10"] == pytest.approx(np.mean(var_p) - np.mean(blue_p))
@@ -70,6 +73,24 @@ def test_ablation_table_deltas_and_paired_tests_against_blue_on_the_same_users()
     reference = table[table["method"] == "blue"]
     assert reference["delta_ndcg10"].isna().all() and reference["ndcg10_t_pvalue"].isna().all()
     assert reference.iloc[1]["ndcg10"] == pytest.approx(np.mean(blue_hp))
+
+
+def test_duet_and_bump_variants_are_tested_against_their_own_method():
+    full, forward = [0.5, 0.4, 0.3, 0.2], [0.1, 0.4, 0.2, 0.0]
+    rec = pd.concat([
+        _rec("bump", "P", full), _rec("bump-forward", "P", forward), _rec("blue", "P", [0.9] * 4),
+        _rec("duet-zero-shot", "10H+P", [0.3, 0.1]), _rec("rlaif", "P", [0.0] * 4),
+    ], ignore_index=True)
+    table = ablation_tables(rec, _qa("x", "P", [])[:0])
+    ablation_metrics_schema.validate(table)
+    assert list(zip(table["reference"], table["method"])) == [
+        ("blue", "blue"), ("duet", "duet-zero-shot"), ("bump", "bump"), ("bump", "bump-forward")]
+    row = table[table["method"] == "bump-forward"].iloc[0]
+    assert row["n_paired"] == 4 and row["delta_ndcg10"] == pytest.approx(np.mean(forward) - np.mean(full))
+    assert row["ndcg10_t_pvalue"] == pytest.approx(stats.ttest_rel(forward, full).pvalue)
+    assert table[table["method"] == "duet-zero-shot"]["n_paired"].eq(0).all()  # no trained DUET to pair with
+    assert set(ABLATION_FAMILIES["bump"]) >= {"bump-forward", "bump-backward", "bump-no-length-penalty"}
+    assert "duet-zero-shot" in ABLATION_FAMILIES["duet"] and ablation_tables(rec[:0], rec[:0]).empty
 
 
 def test_ablation_table_without_blue_keeps_the_variants_untested():
