@@ -196,6 +196,13 @@ def test_metric_asset_shows_its_table_inline_and_renders_its_chart(webserver):
         assert {"Base", "history", "10H+P", "All-H"} <= set(cells)
         browser.screenshot(ARTIFACTS / "rec_metrics_table.png")
         sizes = _markdown_images(browser, "chart", ARTIFACTS / "rec_metrics_chart.png")
+        for asset, columns in (("qa_metrics", {"mc_accuracy", "rating_mae", "t_pvalue_vs_ref", "t_pvalue_vs_base"}),
+                               ("rating_metrics", {"rating_mae", "rating_macro_f1", "vs_method", "t_pvalue_vs_ref"})):
+            _open_asset(browser, webserver, asset, "summary")
+            header, cells = _inline_table(browser, "summary")
+            assert columns <= set(header), (asset, header)
+            assert {"Base", "10H+P"} <= set(cells), (asset, cells)
+            browser.screenshot(ARTIFACTS / f"{asset}_table.png")
     finally:
         browser.close()
     assert sizes == [["NDCG@10", 700, 320]]  # the bar chart decoded at its full size (7 x 3.2 in at 100 dpi)
