@@ -41,7 +41,7 @@ MAPPED_CONTEXTS = (*HISTORY_CONTEXTS, "10H+P")
 def ablation_metrics(rec_example_scores: pd.DataFrame, qa_example_scores: pd.DataFrame):
     """Table 6 of the domain: N@10 / R@10 of P and 10H+P and QA next-item accuracy of BLUE and of every trained
     `blue-*` variant, each variant's difference to BLUE paired-tested on the same users (t-test, Wilcoxon); then
-    the same rows for the trained `duet-*` and `bump-*` variants against DUET and BUMP (column `reference`)."""
+    the same rows for the `duet-*` and `bump-*` variants with profiles (DUET zero-shot among them) against DUET and BUMP (column `reference`)."""
     table = ablation_tables(rec_example_scores, qa_example_scores)
     blue = table[table["reference"] == REFERENCE_METHOD]
     missing = [m for m in ABLATION_VARIANTS if m not in set(blue["method"])]

@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--judge", type=Path, default=None, help="HF-layout judge dir (default: the packaged SmolLM2)")
     parser.add_argument("--domain", default="ml-1m")
     parser.add_argument("--users", type=int, default=24)
+    parser.add_argument("--dtype", default="bfloat16", help="the judge's weights (the judge_llm resource's default)")
     args = parser.parse_args()
 
     import duckdb
@@ -65,17 +66,19 @@ def main() -> None:
     from profilekit.text import history_lines, recent_history_text
     from profilekit.training import GREEDY_ANSWER
     from resources.settings import data_dir, warehouse_path
+    from resources.warehouse import WAREHOUSE_SCHEMA
 
     with duckdb.connect(warehouse_path(), read_only=True) as con:
         profiles = con.execute(
-            "SELECT p.user_id, p.cut, p.profile, h.history_items, h.history_ratings FROM profiles.base_profiles p "
-            "JOIN profiles.filtered_histories h USING (domain, user_id, cut) WHERE p.domain = ? "
+            f"SELECT p.user_id, p.cut, p.profile, h.history_items, h.history_ratings FROM {WAREHOUSE_SCHEMA}.base_profiles p "
+            f"JOIN {WAREHOUSE_SCHEMA}.filtered_histories h USING (domain, user_id, cut) WHERE p.domain = ? "
             "ORDER BY p.user_id, p.cut LIMIT ?", [args.domain, args.users]).fetchdf()
-        titles = dict(con.execute("SELECT item_id, title FROM profiles.items WHERE domain = ?", [args.domain]).fetchall())
+        titles = dict(con.execute(f"SELECT item_id, title FROM {WAREHOUSE_SCHEMA}.items WHERE domain = ?",
+                                  [args.domain]).fetchall())
     if len(profiles) < 2:
         raise SystemExit(f"fewer than 2 Base profiles of {args.domain} in {warehouse_path()}: run `make run` first")
     judge = args.judge or data_dir() / "store/profiler_base_weights/smollm2-135m-instruct/hf"
-    chat = ChatLM(judge)
+    chat = ChatLM(judge, dtype=args.dtype)
     recent = [recent_history_text(history_lines(json.loads(items), json.loads(ratings), titles), Protocol().recent_k)
               for items, ratings in zip(profiles["history_items"], profiles["history_ratings"])]
     rng = np.random.default_rng(0)
@@ -91,7 +94,7 @@ def main() -> None:
         conversations = [profile_quality_messages(r, t) for r, t in zip(recent, texts)]
         greedy = [parse_score(a) for a in chat.generate(conversations, GREEDY_ANSWER).texts]
         results[kind] = (greedy, expected_scores(chat, conversations))
-    print(f"judge {judge}; {len(own)} {args.domain} users' Base profiles, each against its own 10-H\n")
+    print(f"judge {judge} ({args.dtype}); {len(own)} {args.domain} users' Base profiles, each against its own 10-H\n")
     print("| profile | greedy scores (count) | unparsed | mean expected score | own - this, paired | t-test p |")
     print("|---|---|---|---|---|---|")
     for kind, (greedy, expected) in results.items():

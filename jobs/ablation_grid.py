@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             for domain in args.domains:
                 rows = con.execute(
                     f"SELECT {', '.join(TABLE6)} FROM {WAREHOUSE_SCHEMA}.ablation_metrics WHERE domain = ? "
-                    "AND reference = ? ORDER BY method = ? DESC, method, context DESC",
-                    [domain, REFERENCE_METHOD, REFERENCE_METHOD],
+                    # Rows written before the column existed have no reference; they are all BLUE's family.
+                    "AND coalesce(reference, ?) = ? ORDER BY method = ? DESC, method, context DESC",
+                    [domain, REFERENCE_METHOD, REFERENCE_METHOD, REFERENCE_METHOD],
                 ).fetchdf()
                 print(f"\nablation_metrics {domain}\n" + rows.to_markdown(index=False, floatfmt=".4f"))
     finally:

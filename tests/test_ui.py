@@ -202,6 +202,8 @@ def test_metric_asset_shows_its_table_inline_and_renders_its_chart(webserver):
             header, cells = _inline_table(browser, "summary")
             assert columns <= set(header), (asset, header)
             assert {"Base", "10H+P"} <= set(cells), (asset, cells)
+            if asset == "rating_metrics":  # the rows against each reference, not only those against Base
+                assert "blue" in cells, cells
             browser.screenshot(ARTIFACTS / f"{asset}_table.png")
     finally:
         browser.close()
@@ -231,7 +233,7 @@ def test_analyses_show_their_plots_and_tables(webserver):
 
         _open_asset(browser, webserver, "ablation_metrics", "summary")
         header, _ = _inline_table(browser, "summary")  # no BLUE trained in this instance: the header alone
-        assert {"method", "context", "ndcg10", "delta_ndcg10", "ndcg10_t_pvalue", "mc_accuracy"} <= set(header)
+        assert {"reference", "method", "context", "ndcg10", "delta_ndcg10", "ndcg10_t_pvalue", "mc_accuracy"} <= set(header)
     finally:
         browser.close()
     assert tsne == [["t-SNE of user embeddings", 1200, 500]] and frontier == [["efficiency frontier", 700, 400]]
