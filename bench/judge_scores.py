@@ -25,28 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def expected_scores(chat, conversations: list[list[dict]], bucket: int = 16) -> np.ndarray:
+def expected_scores(chat, conversations: list[list[dict]]) -> np.ndarray:
     """E[score] per conversation under the judge's first answer tokens, renormalised over the scores 1-10:
     P(d) = p(d) for d = 2..9, P(10) = p("1") p("0" | "1"), P(1) = p("1") (1 - p("0" | "1"))."""
-    from profilekit.llm.grpo_step import completion_logps
-
     digit = [chat.tokenizer.encode(str(d), add_special_tokens=False)[0] for d in range(10)]
-    continuations = np.array([[digit[d], digit[0]] for d in range(1, 10)], np.int32)
-    out = []
-    for start in range(0, len(conversations), chat.batch_size):
-        prompts = [chat.encode_chat(m) for m in conversations[start: start + chat.batch_size]]
-        width = -(-max(map(len, prompts)) // bucket) * bucket
-        tokens = np.full((len(prompts), width), chat.sampler.pad_id, np.int32)
-        valid = np.zeros((len(prompts), width), bool)
-        for i, ids in enumerate(prompts):
-            tokens[i, width - len(ids):], valid[i, width - len(ids):] = ids, True
-        logps = np.asarray(completion_logps(chat.lm.model, tokens, valid, np.tile(continuations, (len(prompts), 1)),
-                                            samples=9, remat=False)).reshape(len(prompts), 9, 2)
-        first = np.exp(logps[:, :, 0])
-        ten = first[:, 0] * np.exp(logps[:, 0, 1])
-        p = np.concatenate([(first[:, 0] - ten)[:, None], first[:, 1:], ten[:, None]], axis=1)
-        out.append((p * np.arange(1, 11)).sum(axis=1) / p.sum(axis=1))
-    return np.concatenate(out)
+    logps = chat.continuation_logps(conversations, [[digit[d], digit[0]] for d in range(1, 10)])
+    first = np.exp(logps[:, :, 0])
+    ten = first[:, 0] * np.exp(logps[:, 0, 1])
+    p = np.concatenate([(first[:, 0] - ten)[:, None], first[:, 1:], ten[:, None]], axis=1)
+    return (p * np.arange(1, 11)).sum(axis=1) / p.sum(axis=1)
 
 
 def main() -> None:

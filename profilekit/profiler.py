@@ -160,24 +160,30 @@ class ChatLM:
         return GeneratedTexts(texts, [len(p) for p in prompts], completion, seconds, generated_now=len(order))
 
 
-    def yes_no_logodds(self, conversations: list[list[dict]], yes: str = "Yes", no: str = "No",
-                       bucket: int = 16) -> np.ndarray:
-        """log p(yes) - log p(no) of the first answer token of each conversation: one prefill per conversation,
-        shared by the two one-token continuations (BUMP's pointwise judge)."""
-        pair = [self.tokenizer.encode(word, add_special_tokens=False)[0] for word in (yes, no)]
+    def continuation_logps(self, conversations: list[list[dict]], continuations: list[list[int]],
+                           bucket: int = 16) -> np.ndarray:
+        """Per-token log-probs [N, K, T] of each of the K same-length token `continuations` after each
+        conversation's prompt: one prefill per conversation, shared by its K continuations."""
+        answers = np.asarray(continuations, np.int32)
         prompts = [self.encode_chat(m) for m in conversations]
         pad = self.sampler.pad_id
-        out = np.zeros(len(prompts))
+        out = np.zeros((len(prompts), *answers.shape))
         for start in range(0, len(prompts), self.batch_size):
             chunk = prompts[start: start + self.batch_size]
             width = -(-max(map(len, chunk)) // bucket) * bucket
             tokens, valid = np.full((len(chunk), width), pad, np.int32), np.zeros((len(chunk), width), bool)
             for i, ids in enumerate(chunk):
                 tokens[i, width - len(ids):], valid[i, width - len(ids):] = ids, True
-            answers = np.tile(np.asarray(pair, np.int32), len(chunk))[:, None]
-            logps = np.asarray(completion_logps(self.lm.model, tokens, valid, answers, samples=2, remat=False))
-            out[start: start + len(chunk)] = logps.reshape(len(chunk), 2) @ np.array([1.0, -1.0])
+            logps = completion_logps(self.lm.model, tokens, valid, np.tile(answers, (len(chunk), 1)),
+                                     samples=len(answers), remat=False)
+            out[start: start + len(chunk)] = np.asarray(logps).reshape(len(chunk), *answers.shape)
         return out
+
+    def yes_no_logodds(self, conversations: list[list[dict]], yes: str = "Yes", no: str = "No") -> np.ndarray:
+        """log p(yes) - log p(no) of the first answer token of each conversation (BUMP's pointwise judge)."""
+        pair = [[self.tokenizer.encode(word, add_special_tokens=False)[0]] for word in (yes, no)]
+        logps = self.continuation_logps(conversations, pair)
+        return logps[:, 0, 0] - logps[:, 1, 0]
 
 
 def _generation_eos(weights_dir: Path) -> set[int]:
