@@ -43,6 +43,11 @@ auto_materialize:
   use_sensors: false
 """
 
+LOCATIONS = """
+query { workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+RELOAD = """
+mutation Reload($name: String!) { reloadRepositoryLocation(repositoryLocationName: $name) { __typename } }"""
 PARTITION_SETS = """
 query { repositoriesOrError { ... on RepositoryConnection { nodes {
   name location { name } partitionSets { name pipelineName } } } ... on Error { message } } }"""
@@ -73,6 +78,10 @@ def services(tmp_path_factory):
     process they start (code server, run workers, step workers)."""
     home = tmp_path_factory.mktemp("dagster_home")
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    # Create the instance's SQLite storages here, once: the daemon, the webserver and its code server would otherwise
+    # all create and stamp them at once, and the loser of that race dies on an alembic CommandError (seen in CI).
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))):
+        pass
     env = {**os.environ, "DAGSTER_HOME": str(home),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     bin_dir = Path(sys.executable).parent
@@ -122,6 +131,15 @@ def _stop_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def _reload_failed_locations(url: str) -> None:
+    """What a user does on the UI's "Reload" button when a code location failed to load: a code server that lost its
+    heartbeat on a busy machine is started again instead of leaving the workspace empty."""
+    entries = _graphql(url, LOCATIONS)["workspaceOrError"]["locationEntries"]
+    for entry in entries:
+        if entry["loadStatus"] == "LOADED" and (entry["locationOrLoadError"] or {}).get("__typename") == "PythonError":
+            _graphql(url, RELOAD, name=entry["name"])
+
+
 def _log_tail(home: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(home.glob("*.log")))
 
@@ -138,6 +156,7 @@ def test_daemon_runs_a_graphql_backfill_of_two_domains_as_one_run_per_partition(
         if found:
             break
         assert time.monotonic() < deadline, f"no partition set of {JOB} after 180 s\n{_log_tail(home)}"
+        _reload_failed_locations(url)
         time.sleep(1)
     [(repo, partition_set)] = found
     # The launchpad's config of the backfill: the tiny profiler and every step in the run's own process, so each
