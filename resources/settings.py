@@ -1,7 +1,7 @@
 """Every `PROFILEKIT_*` environment variable, read in one place, typed and validated.
 
 `settings()` reads the environment once per process (the definitions, partitions and resources are built from
-it at import); nothing under `profilekit/` reads the environment. README's "Settings" table documents each
+it at import); nothing under `profilekit/` reads the environment. README's "Configuration" table documents each
 variable. The gcp environment's project, bucket and credentials are not read here: Dagster resolves them with
 `EnvVar` when a run starts, so no secret is stored in the definitions.
 """
