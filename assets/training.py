@@ -34,6 +34,7 @@ from profilekit.training import (
     run_key,
     train_profiler,
     training_examples,
+    training_reward_trend,
     validation_summary,
 )
 from profilekit.vectors import load_item_vectors
@@ -120,6 +121,7 @@ def profiler_checkpoint(
         final_reward_mean=float(curve["reward_mean"].iloc[-1]) if len(curve) else float("nan"),
         validation_users=len(validation) if validation is not None else 0,
         **validation_summary(result.validation),
+        **training_reward_trend(result.log, config.users_per_step, len(data)),
         reward_curve=MetadataValue.md(markdown_image(
             reward_curve_png(result.log, f"{method.name} on {domain}", result.validation), "training dynamics")),
         log=MetadataValue.md(curve.round(4).to_markdown(index=False)),

@@ -259,6 +259,25 @@ def validation_summary(validation: list[dict]) -> dict[str, float]:
     return out
 
 
+def training_reward_trend(log: list[dict], users_per_step: int, train_users: int) -> dict[str, float]:
+    """Least-squares slope of the on-policy training reward per 100 steps, its standard error and the steps it
+    spans. Only steps of the first pass over the training users count: each of them rolls out users the policy was
+    never updated on, so the slope is a held-out learning signal over users_per_step x rollouts profiles a step,
+    far more users than the validation curve scores (its noise is the spread between users, in the residuals)."""
+    fresh = [r for r in log if r["step"] * users_per_step <= train_users]
+    if len(fresh) < 3:
+        return {}
+    steps = np.array([r["step"] for r in fresh], float)
+    rewards = np.array([r["reward_mean"] for r in fresh], float)
+    design = np.column_stack([np.ones_like(steps), steps])
+    coef, *_ = np.linalg.lstsq(design, rewards, rcond=None)
+    residuals = rewards - design @ coef
+    variance = residuals @ residuals / (len(steps) - 2)
+    se = float(np.sqrt(variance * np.linalg.inv(design.T @ design)[1, 1]))
+    return {"training_reward_slope_per_100_steps": float(coef[1] * 100), "training_reward_slope_se": se * 100,
+            "training_reward_slope_steps": len(steps)}
+
+
 def validate(
     policy: ChatLM, data: TrainingExamples, method: Method, models: RewardModels, config: GRPOConfig, step: int,
     k: int = 10,

@@ -139,6 +139,7 @@ def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instan
     # 4 of the 24 train users are held out for the validation curve, scored at steps 0 and 2
     assert meta["step"].value == 2 and meta["trained_now"].value == 2 and meta["train_examples"].value == 20
     assert meta["validation_users"].value == 4 and {"validation_reward_gain", "validation_reward_gain_se"} <= set(meta)
+    assert "training_reward_slope_per_100_steps" not in meta  # two steps: too few for a slope and its error
     assert meta["reward_curve"].value.startswith("![training dynamics](data:image/png;base64,")
     assert [r.data["step"] for r in meta["validation_curve"].value.records] == [0, 2]
     assert len(meta["case_study"].value.records) == 3 * 2  # 3 users at the first and last validation

@@ -21,6 +21,7 @@ from profilekit.training import (
     TrainingExamples,
     case_study,
     train_profiler,
+    training_reward_trend,
     validate,
     validation_summary,
 )
@@ -178,6 +179,24 @@ def test_validation_summary_and_case_study_pick_first_middle_and_last():
     assert study["step"].tolist() == [0, 8, 12] * 3 and study["user_id"].tolist()[:3] == ["a"] * 3
     assert study["profile"].iloc[1] == "a at 8"
     assert validation_summary([]) == {} and case_study([]).empty
+
+
+@pytest.mark.fast
+def test_the_training_reward_trend_is_the_least_squares_slope_over_the_first_pass_through_the_users():
+    # 4 users a step over 20 training users: steps 1-5 roll out fresh users; steps 6-7 repeat them and do not count.
+    rewards = [1.0, 1.2, 1.1, 1.5, 1.4, 9.0, 9.0]
+    log = [{"step": s, "reward_mean": r} for s, r in enumerate(rewards, 1)]
+    trend = training_reward_trend(log, users_per_step=4, train_users=20)
+    assert trend["training_reward_slope_steps"] == 5
+    # By hand over steps 1-5: slope = sum((s - 3)(r - 1.24)) / sum((s - 3)^2) = 1.1 / 10 = 0.11 a step, and
+    # se = sqrt(sum(residual^2) / 3 / 10).
+    assert trend["training_reward_slope_per_100_steps"] == pytest.approx(11.0)
+    fitted = 1.24 + 0.11 * (np.arange(1, 6) - 3)
+    residuals = np.array(rewards[:5]) - fitted
+    assert trend["training_reward_slope_se"] == pytest.approx(100 * np.sqrt(residuals @ residuals / 3 / 10))
+    flat = [{"step": s, "reward_mean": 2.0} for s in range(1, 6)]
+    assert training_reward_trend(flat, 4, 20)["training_reward_slope_per_100_steps"] == pytest.approx(0.0, abs=1e-9)
+    assert training_reward_trend(log[:2], 4, 20) == {}  # too few steps for a slope and its error
 
 
 @pytest.mark.fast
