@@ -36,10 +36,9 @@ ablation: setup $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -W ignore -m jobs.ablation_grid --domains $(DOMAINS)
 
 # Two workers, one test file each at a time (module fixtures are built once): one process alone keeps about one
-# of the 2 cores busy, since most tests spend their time in Python, XLA compiles and subprocesses. Files are handed
-# out longest first (tests/conftest.py), not by their number of tests.
+# of the 2 cores busy, since most tests spend their time in Python, XLA compiles and subprocesses.
 test: setup chromium
-	$(PY) -m pytest -q -rs --durations=25 -n 2 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -rs --durations=25 -n 2 --dist loadfile
 
 # The inner loop (< 3 min on 2 cores): unit tests only, no Dagster run, subprocess, browser or real model.
 test-fast: setup

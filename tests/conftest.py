@@ -66,20 +66,6 @@ os.environ.pop("PROFILEKIT_WAREHOUSE", None)
 
 import pytest  # noqa: E402
 
-# `make test` hands whole files to two workers in the order of the collection (`--no-loadscope-reorder`); the
-# longest files go first, so the short ones fill the end instead of one worker finishing a long file alone.
-# Seconds per file in a clean `make test` on 2026-12-06 (sum of setup + call + teardown, junit XML): assets 425,
-# grpo 340, lora 207, ui 159, llm 153, learning 139, duet_bump_training 132, backfill 105, nightly_refresh 85,
-# environments 49; every other file under 25.
-LONGEST_FILES_FIRST = ("test_assets.py", "test_grpo.py", "test_lora.py", "test_ui.py", "test_llm.py",
-                       "test_learning.py", "test_duet_bump_training.py", "test_backfill.py",
-                       "test_nightly_refresh.py", "test_environments.py")
-
-
-def pytest_collection_modifyitems(items: list) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
-
 
 @pytest.fixture(scope="session")
 def tiny_chat_dir() -> Path:
