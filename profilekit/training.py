@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import optax
 import pandas as pd
+from scipy import stats
 
 from profilekit.bump import holdout_split
 from profilekit.checkpoints import CheckpointStore, lora_of, params_digest
@@ -267,15 +268,9 @@ def training_reward_trend(log: list[dict], users_per_step: int, train_users: int
     fresh = [r for r in log if r["step"] * users_per_step <= train_users]
     if len(fresh) < 3:
         return {}
-    steps = np.array([r["step"] for r in fresh], float)
-    rewards = np.array([r["reward_mean"] for r in fresh], float)
-    design = np.column_stack([np.ones_like(steps), steps])
-    coef, *_ = np.linalg.lstsq(design, rewards, rcond=None)
-    residuals = rewards - design @ coef
-    variance = residuals @ residuals / (len(steps) - 2)
-    se = float(np.sqrt(variance * np.linalg.inv(design.T @ design)[1, 1]))
-    return {"training_reward_slope_per_100_steps": float(coef[1] * 100), "training_reward_slope_se": se * 100,
-            "training_reward_slope_steps": len(steps)}
+    fit = stats.linregress([r["step"] for r in fresh], [r["reward_mean"] for r in fresh])
+    return {"training_reward_slope_per_100_steps": float(fit.slope * 100),
+            "training_reward_slope_se": float(fit.stderr * 100), "training_reward_slope_steps": len(fresh)}
 
 
 def validate(
