@@ -168,7 +168,7 @@ def qa_eval(
 
 
 @asset(
-    partitions_def=domain_partitions, backfill_policy=ONE_PARTITION_PER_RUN, code_version="2", group_name="evaluation",
+    partitions_def=domain_partitions, backfill_policy=ONE_PARTITION_PER_RUN, code_version="3", group_name="evaluation",
     deps=["duet_rating_scores"], **TABLE_OUT, **typed(rating_metrics_schema),
 )
 def rating_metrics(context: AssetExecutionContext, qa_example_scores: pd.DataFrame, interactions: pd.DataFrame,

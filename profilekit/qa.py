@@ -102,14 +102,19 @@ def _rating_answers(judge, merged: pd.DataFrame, config, fallback_rating: float,
 
 def summarize_ratings(scores: pd.DataFrame, scale: RatingScale) -> pd.DataFrame:
     """DUET's home metrics for every method's rating answers: MAE, RMSE, accuracy and macro-F1 of the rounded
-    rating per (domain, method, context); unparseable answers are scored at the fallback as in `qa_metrics`."""
+    rating per (domain, method, context); unparseable answers are scored at the fallback as in `qa_metrics`.
+    `rating_mae_parsed` is the MAE of the answers the judge gave (NaN when none parsed): the fallback, the domain's
+    mean rating, beats a weak judge's real answers, so a context that makes the judge stop answering (an empty
+    profile) would otherwise look best."""
     rows = []
     for (domain, method, context), group in scores.groupby(["domain", "method", "context"], sort=False):
         values = rating_metrics(group["rating_predicted"].to_numpy(), group["target_rating"].to_numpy(), scale.low,
                                 scale.high, scale.step)
+        parsed = group["rating_parsed"].astype(bool).to_numpy()
         rows.append({"domain": domain, "method": method, "context": context, "n_examples": len(group),
                      **{f"rating_{k}": v for k, v in values.items()},
-                     "rating_unparsed": int((~group["rating_parsed"].astype(bool)).sum())})
+                     "rating_mae_parsed": float(group["rating_abs_error"].to_numpy()[parsed].mean()) if parsed.any() else np.nan,
+                     "rating_unparsed": int((~parsed).sum())})
     return pd.DataFrame(rows)
 
 

@@ -215,6 +215,7 @@ rating_metrics_schema = pa.DataFrameSchema(
         "rating_rmse": pa.Column(float, pa.Check.ge(0.0)),
         "rating_accuracy": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
         "rating_macro_f1": pa.Column(float, pa.Check.in_range(0.0, 1.0)),
+        "rating_mae_parsed": pa.Column(float, pa.Check.ge(0.0), nullable=True),
         "rating_unparsed": pa.Column("int64", pa.Check.ge(0)),
         "vs_method": pa.Column(str),
         "vs_context": pa.Column(str),

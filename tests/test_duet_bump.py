@@ -373,6 +373,8 @@ def test_qa_rating_answers_on_a_half_star_scale_and_the_rating_table_paired_agai
     assert duet["n_paired"] == 3 and duet["mean_diff_vs_ref"] == pytest.approx((0.5 + 0.5 + 0.0) / 3 - (0 + 1 + 0.5) / 3)
     base = table[(table["method"] == "Base") & (table["vs_method"] == "Base")].iloc[0]
     assert base["rating_unparsed"] == 1 and np.isnan(base["t_pvalue_vs_ref"])
+    assert base["rating_mae"] == pytest.approx((0 + 1 + 0.5) / 3)  # "no idea" scored at the fallback 2.5
+    assert base["rating_mae_parsed"] == pytest.approx((0 + 1) / 2)  # only the two ratings the judge gave
     assert table[table["vs_method"] == "blue"]["n_paired"].eq(0).all()  # BLUE absent: nothing to pair with
 
 
