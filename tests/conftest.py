@@ -18,7 +18,7 @@ TEST_DATA = SHARED_TEST_DATA / WORKER if WORKER else SHARED_TEST_DATA
 # Downloaded wheels are kept between test sessions; everything else starts empty.
 for stale in (
     "warehouse.duckdb", "store/embedding_cache", "store/generation_cache", "store/item_embeddings",
-    "store/profiler_checkpoint", "store/scl_embedder", "fixtures", "jax_cache",
+    "store/profiler_checkpoint", "store/scl_embedder", "fixtures",
 ):
     target = TEST_DATA / stale
     if target.is_dir():
@@ -62,14 +62,6 @@ os.environ["PROFILEKIT_MAX_SCL_USERS"] = "16"
 os.environ["PROFILEKIT_SOURCE_DOMAIN"] = "amazon-fixture"  # trained methods profile every domain from this one
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("PROFILEKIT_WAREHOUSE", None)
-
-import jax  # noqa: E402
-
-# Every trainer and sampler a test builds jits its own step, so the many tests over the same tiny models would
-# compile the same XLA programs again and again; the persistent cache (the one the local resources use, under the
-# data dir, emptied above) compiles each once per worker.
-jax.config.update("jax_compilation_cache_dir", str(TEST_DATA / "jax_cache"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 import pytest  # noqa: E402
