@@ -139,6 +139,35 @@ def test_the_trainer_layout_round_trips_through_checkpoints(family):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b).astype(a.dtype))
 
 
+def test_on_cpu_the_update_is_compiled_without_ynnpack_fusions_and_computes_the_same_step(monkeypatch):
+    """The update's own compiler options keep XLA:CPU's YNNPACK fusions out of it (the sampler keeps them); the
+    step they compile must equal the one compiled with XLA's defaults."""
+    import optax
+
+    from profilekit.llm import grpo_step
+
+    path = write_tiny_lm(TEST_DATA / "tiny-qwen2", "qwen2")
+    prompt, valid, completion, mask, adv, _ = _batch()
+    geometry = grpo_step.StepGeometry(samples=G, epsilon=0.2, beta=0.01, chunk=3, compute_dtype="bfloat16")
+
+    def compiled_and_step(options):
+        monkeypatch.setattr(grpo_step, "CPU_UPDATE_COMPILER_OPTIONS", options)
+        trainer = grpo_step.PolicyTrainer(load_lm(path).model, optax.adamw(1e-2), geometry)
+        batch = tuple(jnp.asarray(x) for x in (prompt, valid, completion, mask, adv))
+        hlo = trainer._step.lower(trainer.params, trainer.rest, trainer.opt_state, trainer.ref_params,
+                                  batch).compile().as_text()
+        first = trainer.step(prompt, valid, completion, mask, adv)
+        return hlo, [first, trainer.step(prompt, valid, completion, mask, -adv)]  # the second after an update
+
+    without_ynn, ours = compiled_and_step(grpo_step.CPU_UPDATE_COMPILER_OPTIONS)
+    with_ynn, defaults = compiled_and_step({})
+    assert "__ynn_fusion" in with_ynn and "__ynn_fusion" not in without_ynn
+    assert ours[1]["kl"] > 0
+    for step in (0, 1):
+        for key in ("loss", "kl", "grad_norm"):
+            assert ours[step][key] == pytest.approx(defaults[step][key], rel=1e-4, abs=1e-7)
+
+
 def test_loss_terms_on_a_hand_made_case():
     logps = jnp.log(jnp.array([[0.5, 0.25, 1.0], [0.5, 0.5, 0.5]]))
     ref = jnp.log(jnp.array([[0.25, 0.25, 1.0], [0.5, 0.5, 0.5]]))

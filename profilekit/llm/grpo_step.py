@@ -33,6 +33,18 @@ from profilekit.llm.model import hidden_states, project_logits
 
 LOG_RATIO_CLAMP = 20.0
 
+# XLA:CPU's YNNPACK fusions (its default for dots) speed up the sampler's decode but slow the update's large
+# forward/backward dots against Eigen's (bench/xla_cpu_dots.py, bench/grpo_step.py contender ours-bf16-ynn), so on
+# CPU the update alone is compiled without them. Other backends have no such option.
+CPU_UPDATE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def update_compiler_options(params) -> dict[str, str]:
+    """XLA options for compiling the update of `params` (a pytree of arrays): `CPU_UPDATE_COMPILER_OPTIONS` when
+    they live on CPU devices, none otherwise."""
+    platforms = {d.platform for leaf in jax.tree.leaves(params) for d in leaf.devices()}
+    return dict(CPU_UPDATE_COMPILER_OPTIONS) if platforms == {"cpu"} else {}
+
 
 def _logps_of_tokens(project, hidden, tokens, chunk: int, temperature: float):
     """log π(token) at every position, from [N, T, D] hidden states, `chunk` positions at a time; logits are
@@ -266,7 +278,8 @@ class PolicyTrainer:
         self.tx = tx
         self.opt_state = committed(tx.init(self.params), self.params)
         self.geometry = geometry
-        self._step = jax.jit(partial(_train_step, self.layout, tx, geometry), donate_argnums=(0, 2))
+        self._step = jax.jit(partial(_train_step, self.layout, tx, geometry), donate_argnums=(0, 2),
+                             compiler_options=update_compiler_options(self.params))
 
     def step(self, prompt, valid, completion, mask, advantages) -> dict[str, float]:
         self.params, self.opt_state, aux = self._step(
