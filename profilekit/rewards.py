@@ -47,7 +47,11 @@ def blue_embedding_reward(
     views: tuple[str, ...] = VIEWS, directions: tuple[str, ...] = DIRECTIONS,
     temperature: float = BLUE_TEMPERATURE,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """R_emb = Σ_views mean_directions(ℓ) (both directions: ½(ℓ_u2i + ℓ_i2u)), and each term for logging."""
+    """R_emb = Σ_views Σ_directions ½ ℓ (both directions: ½(ℓ_u2i + ℓ_i2u)), and each term for logging.
+
+    Each direction keeps its ½ when the other is switched off, as METHOD §3's formula with one term dropped, so a
+    one-direction ablation halves the embedding reward's weight against R_text, as dropping a view does.
+    """
     check_views_and_directions(views, directions)
     total = np.zeros(next(iter(view_vectors.values())).shape[:2])
     terms = {}
@@ -60,7 +64,7 @@ def blue_embedding_reward(
         if "i2u" in directions:
             terms[f"{view}/i2u"] = item_to_user_logprob(users, target, temperature)
             parts.append(terms[f"{view}/i2u"])
-        total = total + np.mean(parts, axis=0)
+        total = total + 0.5 * np.sum(parts, axis=0)
     return total, terms
 
 

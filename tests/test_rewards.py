@@ -65,7 +65,7 @@ def test_item_to_user_never_mixes_rollout_indices():
         assert full[:, g] == pytest.approx(item_to_user_logprob(users[:, g : g + 1], targets, TAU)[:, 0])
 
 
-def test_blue_reward_sums_views_and_averages_directions_and_ablations_switch_terms():
+def test_blue_reward_sums_views_and_halves_directions_and_ablations_switch_terms():
     views = {"10H+P": USERS, "P": USERS[::-1].copy()}
     total, terms = blue_embedding_reward(views, TARGETS, NEGATIVES, temperature=TAU)
     u2i = {v: user_to_item_logprob(x, TARGETS, NEGATIVES, TAU) for v, x in views.items()}
@@ -77,7 +77,7 @@ def test_blue_reward_sums_views_and_averages_directions_and_ablations_switch_ter
     only_p, _ = blue_embedding_reward(views, TARGETS, NEGATIVES, views=("P",), temperature=TAU)
     assert only_p == pytest.approx(0.5 * (u2i["P"] + i2u["P"]))
     only_u2i, terms = blue_embedding_reward(views, TARGETS, NEGATIVES, directions=("u2i",), temperature=TAU)
-    assert only_u2i == pytest.approx(u2i["10H+P"] + u2i["P"]) and set(terms) == {"10H+P/u2i", "P/u2i"}
+    assert only_u2i == pytest.approx(0.5 * (u2i["10H+P"] + u2i["P"])) and set(terms) == {"10H+P/u2i", "P/u2i"}
 
 
 def test_methods_reject_unknown_terms_advantages_views_and_empty_embedding_reward():
