@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--prefix", default=PREFIX, help="what the assistant turn starts with ('\\n' for a newline)")
     parser.add_argument("--scaffold-only", action="store_true", help="only the scaffolded completions")
+    parser.add_argument("--answers", type=int, default=0,
+                        help="print this many of the judge's raw answers and how its read ratings spread")
     parser.add_argument("--model", type=Path, default=Path(".data/store/profiler_base_weights/smollm2-135m-instruct/hf"))
     parser.add_argument("--warehouse", type=Path, default=Path(".data/warehouse.duckdb"))
     args = parser.parse_args()
@@ -41,7 +43,15 @@ def main() -> None:
     from profilekit.llm.sampler import SamplingConfig
     from profilekit.methods import METHODS, RewardInputs
     from profilekit.profiler import ChatLM
-    from profilekit.prompts import DUET_FIELDS, DUET_PARSERS, PROFILE_PROMPTS, duet_valid, parse_duet
+    from profilekit.prompts import (
+        DUET_FIELDS,
+        DUET_PARSERS,
+        PROFILE_PROMPTS,
+        duet_rating_messages,
+        duet_valid,
+        parse_duet,
+        parse_duet_rating,
+    )
     from profilekit.training import GREEDY_ANSWER, training_examples
     from resources.warehouse import WAREHOUSE_SCHEMA
 
@@ -80,8 +90,30 @@ def main() -> None:
                   f"mean |error| {terms['duet_rating/abs_err']:.3f}, within-user sd of the reward "
                   f"{float(rewards.std(axis=1).mean()):.3f}, users with any spread "
                   f"{int((rewards.std(axis=1) > 0).sum())}/{len(data)}", flush=True)
+            if args.answers:
+                show_judge_answers(chat, texts, data, args.samples, args.answers, duet_rating_messages,
+                                   parse_duet, parse_duet_rating, GREEDY_ANSWER)
             print(f"  field budgets {config.scaffold.budgets}, completion tokens at most {config.scaffold.max_tokens}; "
                   f"example: {texts[0]!r}", flush=True)
+
+
+def show_judge_answers(chat, texts, data, samples, shown, messages_of, parse, read, sampling) -> None:
+    """The judge's raw answers to the rating question of the `duet` reward (greedy, its 16 new tokens), and the
+    read ratings' spread: a judge that echoes the prompt's scale ("from 1.00 to 5.00") reads as a rating of 1."""
+    from collections import Counter
+    from dataclasses import replace
+
+    low, high = data.rating_scale[:2]
+    rows = [i // samples for i in range(len(texts))]
+    parsed = [parse(t) for t in texts]
+    conversations = [messages_of(p["user"]["profile"], p["item"]["profile"], data.item_texts[r], low, high)
+                     for p, r in zip(parsed, rows)]
+    answers = chat.generate(conversations, replace(sampling, max_new_tokens=16)).texts
+    ratings = [read(a, low, high) for a in answers]
+    for answer, rating, row in list(zip(answers, ratings, rows))[:shown]:
+        print(f"    y={data.target_ratings[row]} read={rating} answer={answer!r}", flush=True)
+    print(f"  read ratings: {sorted(Counter(ratings).items(), key=lambda kv: (kv[0] is None, kv[0] or 0))}; "
+          f"true ratings: {sorted(Counter(data.target_ratings[r] for r in rows).items())}", flush=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from profilekit.contexts import profile_views
 from profilekit.duet import RatingScale, duet_reward
 from profilekit.prompts import (
     PROFILE_PROMPTS,
+    duet_rating_example,
     duet_rating_messages,
     duet_valid,
     multiple_choice_messages,
@@ -186,6 +187,7 @@ def _duet_rating(inputs: RewardInputs, parser: str = "strict", penalty: float = 
     target = np.array([data.target_ratings[i] for i in rows])
     reward = duet_reward(predicted, scored, target, scale, penalty)
     errors = np.abs(np.clip(predicted[scored], scale.low, scale.high) - target[scored])
+    read = predicted[scored]
     return inputs.grid(reward), {
         "compliance": inputs.grid(valid),
         "format_fail": inputs.grid(~valid),
@@ -193,6 +195,10 @@ def _duet_rating(inputs: RewardInputs, parser: str = "strict", penalty: float = 
         "valid_frac": inputs.grid(scored),
         # The mean error over the rollouts that got a rating (NaN when none did), spread over the grid for the log.
         "abs_err": inputs.grid([errors.mean() if len(errors) else np.nan] * len(rows)),
+        # What the small judge reads: its own ratings, or the instruction's example copied (a shortcut the policy
+        # can learn by making every profile look alike to the judge).
+        "rating_mean": inputs.grid([read.mean() if len(read) else np.nan] * len(rows)),
+        "example_copied": inputs.grid(predicted == duet_rating_example(scale.low, scale.high)),
     }
 
 

@@ -190,12 +190,17 @@ DUET_JUDGE_INSTRUCTION = (
 )
 
 
+def duet_rating_example(low: float, high: float) -> float:
+    """The rating the judge's instruction shows as its format example (4.36 on a 1-5 scale)."""
+    return round(low + 0.84 * (high - low), 2)
+
+
 def duet_rating_messages(user_profile: str, item_profile: str, item_text: str, low: float = 1.0, high: float = 5.0,
                          recent: str | None = None) -> list[dict]:
     """DUET's rating judge. The training reward shows both profiles and the item text (the released judge);
     `recent` adds the user's 10 latest ratings (the paper's evaluation predictor, `judge_sees_recent`)."""
     history = f"Recent ratings: {recent}\n" if recent else ""
-    instruction = DUET_JUDGE_INSTRUCTION.format(low=low, high=high, example=low + 0.84 * (high - low))
+    instruction = DUET_JUDGE_INSTRUCTION.format(low=low, high=high, example=duet_rating_example(low, high))
     content = (f"Item: {item_text}\n{history}User profile: {user_profile}\nItem profile: {item_profile}\n\n"
                f"{instruction}\nRating:")
     return [{"role": "user", "content": content}]

@@ -28,6 +28,7 @@ from profilekit.profiler import GeneratedTexts, generate_profiles, profile_conve
 from profilekit.prompts import (
     PROFILE_PROMPTS,
     ItemEvidence,
+    duet_rating_example,
     duet_user_profile,
     duet_valid,
     parse_duet,
@@ -159,6 +160,18 @@ def test_duet_term_asks_the_judge_only_for_parsed_completions():
     assert len(judge.seen) == 3 and all("A fan of dark crime dramas." in c[0]["content"] for c in judge.seen)
     assert logged["duet_rating/compliance"] == 0.75 and logged["duet_rating/format_fail"] == 0.25
     assert logged["duet_rating/judge_unparsed"] == 0.5 and logged["duet_rating/abs_err"] == pytest.approx(0.2)
+    assert logged["duet_rating/rating_mean"] == pytest.approx(4.8) and logged["duet_rating/example_copied"] == 0.0
+
+
+def test_duet_term_logs_how_often_the_judge_copies_its_instructions_example():
+    data = SimpleNamespace(target_ratings=[4.0], item_texts=["Heat (1995)"], recent=[""], rating_scale=(1.0, 5.0, 1.0))
+    answers = iter(["Rating: 4.36", "1.40 out of 5", "<rating>4.36</rating>", "4.3"])
+    inputs = RewardInputs(["p"] * 4, [0], 4, data, judge=Recorder(lambda text: next(answers)),
+                          answer_sampling=GREEDY_ANSWER, completions=[FULL] * 4)
+    rewards, logged = METHODS["duet"].rewards(inputs)
+    assert duet_rating_example(1.0, 5.0) == 4.36 and "<rating>4.36</rating>" in inputs.judge.seen[0][0]["content"]
+    assert logged["duet_rating/example_copied"] == 0.5
+    assert logged["duet_rating/rating_mean"] == pytest.approx((4.36 + 1.4 + 4.36 + 4.3) / 4)
 
 
 # --- DUET item evidence and the leak test --------------------------------------------------------------------

@@ -59,7 +59,8 @@ def test_training_examples_carry_what_duet_and_bump_need(tiny_chat_dir):
 
 EXPECTED = {
     "duet": {"reward/duet_rating", "reward/duet_rating/compliance", "reward/duet_rating/format_fail",
-             "reward/duet_rating/judge_unparsed", "reward/duet_rating/valid_frac"},
+             "reward/duet_rating/judge_unparsed", "reward/duet_rating/valid_frac", "reward/duet_rating/rating_mean",
+             "reward/duet_rating/example_copied"},
     "bump": {"reward/bump", "reward/bump/fwd", "reward/bump/bwd", "reward/bump/len_penalty",
              "reward/bump/penalised_frac", "reward/bump/judge_unparsed", "reward/bump/K", "reward/bump/chance"},
     "bump-forward": {"reward/bump/fwd"},
