@@ -101,7 +101,7 @@ def _column_type(dtype) -> str:
 
 def _cell(value, digits: int):
     """A JSON-safe cell: the UI parses each record as JSON, where NaN is not a value (an empty cell instead)."""
-    if value is None or (isinstance(value, float | np.floating) and not np.isfinite(value)):
+    if value is None or value is pd.NA or (isinstance(value, float | np.floating) and not np.isfinite(value)):
         return None
     if isinstance(value, np.bool_ | bool):
         return bool(value)

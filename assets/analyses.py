@@ -2,15 +2,16 @@
 BUMP's), a t-SNE map of every method's user embeddings (§5.3) and the quality / inference-cost frontier (§5.2)."""
 
 import pandas as pd
-from dagster import AssetDep, AssetExecutionContext, MetadataValue, asset
+from dagster import AssetDep, AssetExecutionContext, AssetKey, DagsterInstance, MetadataValue, MultiPartitionKey, asset
 
 from assets._common import PARTITIONED, metadata_table, table_output, typed
 from assets.automation import on_upstream_data_change
-from assets.partitions import from_domain
+from assets.partitions import from_domain, source_domain
 from profilekit.analyses import (
     ABLATION_VARIANTS,
     HISTORY_CONTEXTS,
     ablation_tables,
+    budget_mismatches,
     dominant_genres,
     efficiency_table,
     embedding_seconds,
@@ -37,16 +38,36 @@ WITH_TRAINED_PROFILES = {
 MAPPED_CONTEXTS = (*HISTORY_CONTEXTS, "10H+P")
 
 
-@asset(**ANALYSIS, code_version="2", **typed(ablation_metrics_schema))  # 2: DUET's and BUMP's variants too
-def ablation_metrics(rec_example_scores: pd.DataFrame, qa_example_scores: pd.DataFrame):
+def _training_steps(instance: DagsterInstance, methods) -> dict[str, int | None]:
+    """Each method's step count: that of its latest checkpoint on the source domain, whose weights profile every
+    domain (None: never materialized here)."""
+    steps = {}
+    for method in methods:
+        key = MultiPartitionKey({"method": method, "domain": source_domain()})
+        record = instance.get_latest_data_version_record(AssetKey("profiler_checkpoint"), partition_key=key)
+        step = record.asset_materialization.metadata.get("step") if record and record.asset_materialization else None
+        steps[method] = None if step is None else int(step.value)
+    return steps
+
+
+@asset(**ANALYSIS, code_version="3", **typed(ablation_metrics_schema))  # 3: each method's training steps
+def ablation_metrics(context: AssetExecutionContext, rec_example_scores: pd.DataFrame,
+                     qa_example_scores: pd.DataFrame):
     """Table 6 of the domain: N@10 / R@10 of P and 10H+P and QA next-item accuracy of BLUE and of every trained
     `blue-*` variant, each variant's difference to BLUE paired-tested on the same users (t-test, Wilcoxon); then
-    the same rows for the `duet-*` and `bump-*` variants with profiles (DUET zero-shot among them) against DUET and BUMP (column `reference`)."""
-    table = ablation_tables(rec_example_scores, qa_example_scores)
+    the same rows for the `duet-*` and `bump-*` variants with profiles (DUET zero-shot among them) against DUET
+    and BUMP (column `reference`). Each row carries its checkpoint's step count, and a variant trained for another
+    budget than its reference (say, a UI backfill left at the default steps) is named in `budget_mismatch`."""
+    methods = set(rec_example_scores["method"]) | set(qa_example_scores["method"])
+    table = ablation_tables(rec_example_scores, qa_example_scores, _training_steps(context.instance, methods))
+    mismatches = budget_mismatches(table)
+    if mismatches:
+        context.log.warning("ablation variants with another budget than their reference: " + "; ".join(mismatches))
     blue = table[table["reference"] == REFERENCE_METHOD]
     missing = [m for m in ABLATION_VARIANTS if m not in set(blue["method"])]
     yield table_output(table, summary=metadata_table(table), variants=len(set(blue["method"]) - {REFERENCE_METHOD}),
                        not_trained=MetadataValue.text(", ".join(missing) or "none"),
+                       budget_mismatch=MetadataValue.text("; ".join(mismatches) or "none"),
                        references=MetadataValue.text(", ".join(dict.fromkeys(table["reference"])) or "none"))
 
 

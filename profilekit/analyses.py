@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,7 +27,7 @@ ABLATION_FAMILIES = {reference: tuple(m for m in METHODS if m.startswith(f"{refe
 ABLATION_VARIANTS = ABLATION_FAMILIES[REFERENCE_METHOD]
 
 ABLATION_COLUMNS = [
-    "domain", "reference", "method", "context", "n_examples", "n_qa", "n_paired", "n_qa_paired",
+    "domain", "reference", "method", "training_steps", "context", "n_examples", "n_qa", "n_paired", "n_qa_paired",
     *[c for metric, _, _ in ABLATION_METRICS
       for c in (metric, f"delta_{metric}", f"{metric}_t_pvalue", f"{metric}_wilcoxon_pvalue")],
 ]
@@ -67,14 +67,33 @@ def ablation_table(
     return pd.DataFrame(rows, columns=ABLATION_COLUMNS)
 
 
-def ablation_tables(rec_scores: pd.DataFrame, qa_scores: pd.DataFrame) -> pd.DataFrame:
+def ablation_tables(rec_scores: pd.DataFrame, qa_scores: pd.DataFrame,
+                    training_steps: Mapping[str, int | None] | None = None) -> pd.DataFrame:
     """`ablation_table` of every family of `ABLATION_FAMILIES` (BLUE's first), stacked: each variant against its
-    own reference; families with no rows are left out."""
+    own reference; families with no rows are left out. `training_steps` (method -> steps of the checkpoint its
+    profiles come from) fills the column that shows whether a variant had its reference's budget."""
     tables = [ablation_table(rec_scores, qa_scores, variants, reference)
               for reference, variants in ABLATION_FAMILIES.items()]
     tables = [t for t in tables if len(t)]
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=ABLATION_COLUMNS)
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=ABLATION_COLUMNS)
+    steps = training_steps or {}
+    table["training_steps"] = pd.array([steps.get(m) for m in table["method"]], dtype="Int64")
+    return table
 
+
+def budget_mismatches(table: pd.DataFrame) -> list[str]:
+    """The trained variants of an ablation table whose step count differs from their reference's (or is unknown
+    while the reference's is known): Table 6 compares equal budgets. Zero-shot rows are untrained by design."""
+    steps = dict(zip(table["method"], table["training_steps"]))
+    out = []
+    for method, reference in dict(zip(table["method"], table["reference"])).items():
+        if method == reference or reference not in steps or (method in METHODS and METHODS[method].zero_shot):
+            continue
+        mine, theirs = steps[method], steps[reference]
+        if pd.isna(theirs) or (not pd.isna(mine) and mine == theirs):
+            continue
+        out.append(f"{method}: {'unknown' if pd.isna(mine) else int(mine)} steps, {reference}: {int(theirs)}")
+    return out
 
 
 def _rows(frame: pd.DataFrame, method: str, context: str) -> pd.DataFrame:

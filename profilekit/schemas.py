@@ -281,6 +281,8 @@ ablation_metrics_schema = pa.DataFrameSchema(
         "domain": _domain,
         "reference": pa.Column(str),
         "method": pa.Column(str),
+        # Steps of the checkpoint behind the method's profiles (0: zero-shot; null: no checkpoint recorded).
+        "training_steps": pa.Column("Int64", pa.Check.ge(0), nullable=True),
         "context": pa.Column(str, pa.Check.isin(["P", "10H+P"])),
         "n_examples": pa.Column("int64", pa.Check.ge(0)),
         "n_qa": pa.Column("int64", pa.Check.ge(0)),

@@ -15,6 +15,7 @@ from profilekit.analyses import (
     ABLATION_VARIANTS,
     ablation_table,
     ablation_tables,
+    budget_mismatches,
     dominant_genres,
     efficiency_table,
     embedding_seconds,
@@ -91,6 +92,20 @@ def test_duet_and_bump_variants_are_tested_against_their_own_method():
     assert table[table["method"] == "duet-zero-shot"]["n_paired"].eq(0).all()  # no trained DUET to pair with
     assert set(ABLATION_FAMILIES["bump"]) >= {"bump-forward", "bump-backward", "bump-no-length-penalty"}
     assert "duet-zero-shot" in ABLATION_FAMILIES["duet"] and ablation_tables(rec[:0], rec[:0]).empty
+
+
+def test_ablation_rows_carry_training_steps_and_name_variants_with_another_budget():
+    rec = pd.concat([_rec(m, "P", [0.5, 0.4]) for m in
+                     ("blue", "blue-no-text", "blue-u2i", "blue-i2u", "bump", "bump-forward", "duet", "duet-zero-shot")],
+                    ignore_index=True)
+    steps = {"blue": 200, "blue-no-text": 200, "blue-u2i": 4, "bump": 200, "bump-forward": 200, "duet": 200,
+             "duet-zero-shot": 0}
+    table = ablation_tables(rec, _qa("x", "P", [])[:0], steps)
+    ablation_metrics_schema.validate(table)
+    assert dict(zip(table["method"], table["training_steps"])) == {**steps, "blue-i2u": pd.NA}
+    assert budget_mismatches(table) == ["blue-u2i: 4 steps, blue: 200", "blue-i2u: unknown steps, blue: 200"]
+    assert ablation_tables(rec, _qa("x", "P", [])[:0])["training_steps"].isna().all()
+    assert budget_mismatches(ablation_tables(rec, _qa("x", "P", [])[:0])) == []  # nothing known, nothing claimed
 
 
 def test_ablation_table_without_blue_keeps_the_variants_untested():
@@ -187,13 +202,13 @@ def test_embedding_seconds_times_one_batched_call_after_a_warm_up():
 
 def test_metadata_table_is_typed_and_json_safe():
     frame = pd.DataFrame({"method": ["blue", "Base"], "n": np.array([3, 4], dtype="int64"), "p": [np.nan, 0.123456],
-                          "front": [True, False]})
+                          "front": [True, False], "steps": pd.array([200, None], dtype="Int64")})
     value = metadata_table(frame)
     assert [(c.name, c.type) for c in value.schema.columns] == [("method", "string"), ("n", "int"), ("p", "float"),
-                                                                ("front", "bool")]
+                                                                ("front", "bool"), ("steps", "int")]
     data = [r.data for r in value.records]
-    assert data == [{"method": "blue", "n": 3, "p": None, "front": True}, {"method": "Base", "n": 4, "p": 0.1235,
-                                                                            "front": False}]
+    assert data == [{"method": "blue", "n": 3, "p": None, "front": True, "steps": 200},
+                    {"method": "Base", "n": 4, "p": 0.1235, "front": False, "steps": None}]
     assert json.loads(json.dumps(data, allow_nan=False)) == data  # what the UI's JSON.parse needs
 
 

@@ -255,6 +255,7 @@ def test_ablation_variant_analyses_tsne_and_frontier(instance, trained_blue, tin
     assert table[table["method"] == "blue"]["delta_ndcg10"].isna().all()
     meta, _ = _metadata(instance, "ablation_metrics", "amazon-fixture")
     assert {r.data["method"] for r in meta["summary"].value.records} == {"blue", "blue-no-text"}
+    assert table["training_steps"].eq(2).all() and meta["budget_mismatch"].value == "none"
 
     coords = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.user_embedding_tsne WHERE domain = ? "
                     "ORDER BY method, context, user_id", "amazon-fixture")
