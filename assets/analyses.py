@@ -2,12 +2,22 @@
 BUMP's), a t-SNE map of every method's user embeddings (§5.3) and the quality / inference-cost frontier (§5.2)."""
 
 import pandas as pd
-from dagster import AssetDep, AssetExecutionContext, AssetKey, DagsterInstance, MetadataValue, MultiPartitionKey, asset
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    MetadataValue,
+    MultiPartitionKey,
+    asset,
+)
 
 from assets._common import PARTITIONED, metadata_table, table_output, typed
 from assets.automation import on_upstream_data_change
-from assets.partitions import from_domain, source_domain
+from assets.partitions import from_domain
 from profilekit.analyses import (
+    ABLATION_FAMILIES,
     ABLATION_VARIANTS,
     HISTORY_CONTEXTS,
     ablation_tables,
@@ -38,14 +48,15 @@ WITH_TRAINED_PROFILES = {
 MAPPED_CONTEXTS = (*HISTORY_CONTEXTS, "10H+P")
 
 
-def _training_steps(instance: DagsterInstance, methods) -> dict[str, int | None]:
-    """Each method's step count: that of its latest checkpoint on the source domain, whose weights profile every
-    domain (None: never materialized here)."""
+def _training_steps(instance: DagsterInstance, domain: str, methods) -> dict[str, int | None]:
+    """Each method's step count, as its latest `generated_profiles` of the domain (the profiles the scores read)
+    recorded it from their checkpoint (None: not materialized here, or before profiles recorded it)."""
     steps = {}
     for method in methods:
-        key = MultiPartitionKey({"method": method, "domain": source_domain()})
-        record = instance.get_latest_data_version_record(AssetKey("profiler_checkpoint"), partition_key=key)
-        step = record.asset_materialization.metadata.get("step") if record and record.asset_materialization else None
+        key = str(MultiPartitionKey({"method": method, "domain": domain}))
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey("generated_profiles"), asset_partitions=[key]), limit=1).records
+        step = records[0].asset_materialization.metadata.get("checkpoint_step") if records else None
         steps[method] = None if step is None else int(step.value)
     return steps
 
@@ -58,8 +69,9 @@ def ablation_metrics(context: AssetExecutionContext, rec_example_scores: pd.Data
     the same rows for the `duet-*` and `bump-*` variants with profiles (DUET zero-shot among them) against DUET
     and BUMP (column `reference`). Each row carries its checkpoint's step count, and a variant trained for another
     budget than its reference (say, a UI backfill left at the default steps) is named in `budget_mismatch`."""
-    methods = set(rec_example_scores["method"]) | set(qa_example_scores["method"])
-    table = ablation_tables(rec_example_scores, qa_example_scores, _training_steps(context.instance, methods))
+    family = {m for reference, variants in ABLATION_FAMILIES.items() for m in (reference, *variants)}
+    table = ablation_tables(rec_example_scores, qa_example_scores,
+                            _training_steps(context.instance, context.partition_key, sorted(family)))
     mismatches = budget_mismatches(table)
     if mismatches:
         context.log.warning("ablation variants with another budget than their reference: " + "; ".join(mismatches))

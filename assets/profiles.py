@@ -38,7 +38,7 @@ def profiler_base_weights(profiler_llm: ProfilerLLMResource, model_store: ModelS
 
 def _profile_table(context, chat, examples, items, profiler_llm, model_store, method: str, model_version: str,
                    prompt: ProfilePrompt = PROFILE_PROMPTS["profile"], min_new_tokens: int | None = None,
-                   target_mode: tuple[pd.DataFrame, pd.DataFrame] | None = None):
+                   target_mode: tuple[pd.DataFrame, pd.DataFrame] | None = None, **metadata):
     """Profiles of `examples` at inference temperature, through the generation cache (only prompts that changed
     since an earlier run reach the model), with the table's metadata. `target_mode` = (examples, interactions)
     adds DUET's target-mode user and item profiles of those examples as two more columns."""
@@ -66,6 +66,7 @@ def _profile_table(context, chat, examples, items, profiler_llm, model_store, me
         mean_profile_tokens=float(profiles["profile_tokens"].mean()) if len(profiles) else 0.0,
         seconds_per_user=float(profiles["seconds"].mean()) if len(profiles) else 0.0,
         empty_profiles=int((profiles["profile"].str.strip() == "").sum()),
+        **metadata,
     )
 
 
@@ -145,4 +146,5 @@ def generated_profiles(
     prompt = PROFILE_PROMPTS[METHODS[method].prompt]
     target_mode = (eval_examples(filtered_histories, proto, proto.max_qa_users), interactions) if prompt.item_aware else None
     yield _profile_table(context, chat, examples, items, profiler_llm, model_store, method, profiler_checkpoint.version,
-                         prompt, METHODS[method].min_new_tokens, target_mode)
+                         prompt, METHODS[method].min_new_tokens, target_mode,
+                         checkpoint_step=int(profiler_checkpoint.info.get("step", 0)))

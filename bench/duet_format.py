@@ -10,13 +10,20 @@ domain's interactions are read too):
     .venv/bin/python bench/duet_format.py [--domain ml-1m] [--users 8] [--samples 4] [--prefix "<user_profile>\n<cue>"]
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+if TYPE_CHECKING:
+    from profilekit.profiler import ChatLM
+    from profilekit.training import TrainingExamples
 
 PREFIX = "<user_profile>\n<cue>"
 
@@ -43,15 +50,7 @@ def main() -> None:
     from profilekit.llm.sampler import SamplingConfig
     from profilekit.methods import METHODS, RewardInputs
     from profilekit.profiler import ChatLM
-    from profilekit.prompts import (
-        DUET_FIELDS,
-        DUET_PARSERS,
-        PROFILE_PROMPTS,
-        duet_rating_messages,
-        duet_valid,
-        parse_duet,
-        parse_duet_rating,
-    )
+    from profilekit.prompts import DUET_FIELDS, DUET_PARSERS, PROFILE_PROMPTS, duet_valid, parse_duet
     from profilekit.training import GREEDY_ANSWER, training_examples
     from resources.warehouse import WAREHOUSE_SCHEMA
 
@@ -91,25 +90,27 @@ def main() -> None:
                   f"{float(rewards.std(axis=1).mean()):.3f}, users with any spread "
                   f"{int((rewards.std(axis=1) > 0).sum())}/{len(data)}", flush=True)
             if args.answers:
-                show_judge_answers(chat, texts, data, args.samples, args.answers, duet_rating_messages,
-                                   parse_duet, parse_duet_rating, GREEDY_ANSWER)
+                show_judge_answers(chat, texts, data, args.samples, args.answers)
             print(f"  field budgets {config.scaffold.budgets}, completion tokens at most {config.scaffold.max_tokens}; "
                   f"example: {texts[0]!r}", flush=True)
 
 
-def show_judge_answers(chat, texts, data, samples, shown, messages_of, parse, read, sampling) -> None:
+def show_judge_answers(chat: ChatLM, texts: list[str], data: TrainingExamples, samples: int, shown: int) -> None:
     """The judge's raw answers to the rating question of the `duet` reward (greedy, its 16 new tokens), and the
-    read ratings' spread: a judge that echoes the prompt's scale ("from 1.00 to 5.00") reads as a rating of 1."""
+    read ratings' spread, which shows whether the judge reads the profiles or copies its instruction's example."""
     from collections import Counter
     from dataclasses import replace
 
+    from profilekit.prompts import duet_rating_messages, parse_duet, parse_duet_rating
+    from profilekit.training import GREEDY_ANSWER
+
     low, high = data.rating_scale[:2]
     rows = [i // samples for i in range(len(texts))]
-    parsed = [parse(t) for t in texts]
-    conversations = [messages_of(p["user"]["profile"], p["item"]["profile"], data.item_texts[r], low, high)
+    parsed = [parse_duet(t) for t in texts]
+    conversations = [duet_rating_messages(p["user"]["profile"], p["item"]["profile"], data.item_texts[r], low, high)
                      for p, r in zip(parsed, rows)]
-    answers = chat.generate(conversations, replace(sampling, max_new_tokens=16)).texts
-    ratings = [read(a, low, high) for a in answers]
+    answers = chat.generate(conversations, replace(GREEDY_ANSWER, max_new_tokens=16)).texts
+    ratings = [parse_duet_rating(a, low, high) for a in answers]
     for answer, rating, row in list(zip(answers, ratings, rows))[:shown]:
         print(f"    y={data.target_ratings[row]} read={rating} answer={answer!r}", flush=True)
     print(f"  read ratings: {sorted(Counter(ratings).items(), key=lambda kv: (kv[0] is None, kv[0] or 0))}; "

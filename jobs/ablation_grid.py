@@ -21,8 +21,8 @@ from profilekit.metrics import REFERENCE_METHOD
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 
-TABLE6 = ["method", "context", "n_examples", "ndcg10", "delta_ndcg10", "ndcg10_t_pvalue", "recall10", "delta_recall10",
-          "recall10_t_pvalue", "n_qa", "mc_accuracy", "delta_mc_accuracy", "mc_accuracy_t_pvalue"]
+TABLE6 = ["method", "training_steps", "context", "n_examples", "ndcg10", "delta_ndcg10", "ndcg10_t_pvalue", "recall10",
+          "delta_recall10", "recall10_t_pvalue", "n_qa", "mc_accuracy", "delta_mc_accuracy", "mc_accuracy_t_pvalue"]
 
 
 def plan(source: str, domains: list[str], methods: list[str], training: dict) -> list[tuple]:

@@ -298,6 +298,9 @@ class Method:
     # BUMP B5 #1: P held-out events per example (the target and the history's last P - 1), an ablation only since it
     # shortens what the profiler sees; `training_examples(holdout_events=...)` builds the data.
     holdout_events: int = 1
+    # Raised when the code's objective for this method changes, so its earlier checkpoints (run keys) are not
+    # reused as if trained for the new one; in the fingerprint only when set, leaving the others' run keys alone.
+    revision: int = 0
 
     def __post_init__(self):
         if self.prompt not in PROFILE_PROMPTS:
@@ -346,6 +349,8 @@ class Method:
             payload["blank_item_prob"] = self.blank_item_prob
         if self.holdout_events != 1:
             payload["holdout_events"] = self.holdout_events
+        if self.revision:
+            payload["revision"] = self.revision
         scaffold = PROFILE_PROMPTS[self.prompt].scaffold
         if scaffold is not None:
             payload["scaffold"] = asdict(scaffold)
@@ -359,7 +364,8 @@ def _blue(name: str, text: bool = True, emb: bool = True, advantage: str = "grou
     embedding = Term("blue_embedding",
                      options={"views": list(views), "directions": list(directions), "temperature": BLUE_TEMPERATURE})
     terms = ((embedding,) if emb else ()) + ((Term("self_multiple_choice"),) if text else ())
-    return Method(name, terms, advantage)
+    # Revision 1: a single direction keeps METHOD §3's ½ (it had the weight of both before).
+    return Method(name, terms, advantage, revision=1 if len(directions) < len(DIRECTIONS) else 0)
 
 
 def _duet(name: str, zero_shot: bool = False, prompt: str = "duet", **options) -> Method:

@@ -1,5 +1,6 @@
 """Methods are data: registered reward terms with what they need, weighted and logged by one generic sum."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -23,6 +24,12 @@ def test_ablations_change_the_fingerprint_and_a_copy_does_not():
     assert len(set(prints.values())) == len(prints)
     twin = Method("blue", tuple(Term(t.name, t.weight, dict(t.options)) for t in METHODS["blue"].terms))
     assert twin.fingerprint() == prints["blue"]
+
+
+def test_a_revised_objective_gets_a_new_fingerprint_and_only_the_direction_ablations_are_revised():
+    blue = METHODS["blue"]
+    assert dataclasses.replace(blue, revision=1).fingerprint() != blue.fingerprint()
+    assert {name for name, m in METHODS.items() if m.revision} == {"blue-u2i", "blue-i2u"}
 
 
 class _Answers:
