@@ -47,13 +47,14 @@ def _profile_table(context, chat, examples, items, profiler_llm, model_store, me
     profiles, generated_now = generate_profiles(
         chat, examples, items, profiler_llm.history_budget_tokens, sampling, cache, f"{method} profiles", prompt,
     )
-    target_now = 0
+    target_now, target_seconds = 0, None
     if target_mode is not None:
         rated, interactions = target_mode
         target, target_now = generate_target_profiles(
             chat, rated, items, item_evidence(rated, interactions, items), profiler_llm.history_budget_tokens,
             sampling, cache, prompt,
         )
+        target_seconds = float(target.pop("target_seconds").mean()) if len(target) else 0.0
         profiles = profiles.merge(target, on=["domain", "user_id", "cut"], how="left", validate="one_to_one")
     profiles = profiles.assign(method=method, model_version=model_version, prompt_version=PROMPT_VERSION)
     context.log.info(f"{len(profiles)} {method} profiles, {generated_now} generated now, the rest unchanged (cached)")
@@ -63,7 +64,12 @@ def _profile_table(context, chat, examples, items, profiler_llm, model_store, me
         generated_now=generated_now,
         target_mode_profiles=0 if target_mode is None else len(target_mode[0]),
         target_mode_generated_now=target_now,
+        # DUET's per-example item conditioning (DUET_BUMP A6): what each rating question's target-mode profile costs.
+        **({} if target_seconds is None else {"target_mode_seconds_per_example": target_seconds}),
         mean_profile_tokens=float(profiles["profile_tokens"].mean()) if len(profiles) else 0.0,
+        # The completion's tokens count DUET's scaffold tags and item block too; this is the profile that is read.
+        mean_parsed_profile_tokens=(
+            float(pd.Series(chat.count_tokens(profiles["profile"].tolist())).mean()) if len(profiles) else 0.0),
         seconds_per_user=float(profiles["seconds"].mean()) if len(profiles) else 0.0,
         empty_profiles=int((profiles["profile"].str.strip() == "").sum()),
         **metadata,

@@ -249,7 +249,8 @@ def generate_target_profiles(
     """DUET's target-mode profiles (DUET_BUMP A5 #5 `item_mode=target`): per example, the joint prompt with its
     target item's `evidence` (`duet.item_evidence`), and the user and item <profile> of the completion. They know
     the target, so they may only feed the rating question about that target (`contexts.duet_rating_contexts`),
-    never N@10, multiple choice or SCL; and how many were generated now."""
+    never N@10, multiple choice or SCL; with each one's generation seconds (`target_seconds`, the cost of item
+    conditioning); and how many were generated now."""
     if not prompt.item_aware:
         raise ValueError("target-mode profiles need an item-aware prompt (DUET's)")
     conversations = profile_conversations(examples, items, chat.count_tokens, history_budget, prompt, evidence)
@@ -260,5 +261,6 @@ def generate_target_profiles(
         "cut": examples["cut"].to_numpy(),
         "target_user_profile": [prompt.parse(t) for t in out.texts],
         "target_item_profile": [duet_item_profile(t) for t in out.texts],
+        "target_seconds": out.seconds,
     })
     return frame, out.generated_now

@@ -325,6 +325,10 @@ def test_duet_zero_shot_is_a_partition_whose_profiles_come_from_the_base_weights
     assert (profiles["profile_tokens"] > 16).any()  # DUET's completion budget (192) overrides the resource's 16
     # Target mode for the QA examples only (PROFILEKIT_MAX_QA_USERS = 3): DUET's rating-only 10H+P+Pi row.
     assert profiles["target_user_profile"].notna().sum() == 3 and profiles["target_item_profile"].notna().sum() == 3
+    meta, _ = _metadata(instance, "generated_profiles", key)
+    assert meta["target_mode_profiles"].value == 3 and meta["target_mode_seconds_per_example"].value > 0
+    # DUET's completions hold the scaffold's tags and its item block around the user profile that is read
+    assert meta["mean_parsed_profile_tokens"].value < meta["mean_profile_tokens"].value
     assert defs.resolve_job_def("evaluation").execute_in_process(partition_key="amazon-fixture", instance=instance).success
     native = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.duet_rating_scores WHERE domain = ?", "amazon-fixture")
     assert len(native) == 3 and set(zip(native["method"], native["context"])) == {("duet-zero-shot", "10H+P+Pi")}

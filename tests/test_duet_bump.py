@@ -522,7 +522,7 @@ def test_target_mode_profiles_see_the_target_and_feed_only_the_rating_row():
         def generate(self, conversations, config, cache=None, progress=None):
             self.seen.extend(conversations)
             return GeneratedTexts([FULL] * len(conversations), [1] * len(conversations), [1] * len(conversations),
-                                  [0.0] * len(conversations))
+                                  [2.5] * len(conversations))
 
     chat = Profiler(None)
     target, _ = generate_target_profiles(chat, example, items, item_evidence(example, interactions, items), 100, None)
@@ -530,6 +530,7 @@ def test_target_mode_profiles_see_the_target_and_feed_only_the_rating_row():
     assert "Zyzzyx Road | Thriller" in shown and "[User 1 | 2]" in shown  # target mode: the item block is filled
     assert target[["target_user_profile", "target_item_profile"]].values.tolist() == [
         ["A fan of dark crime dramas.", "Appeals to thriller fans."]]
+    assert target["target_seconds"].tolist() == [2.5]  # the cost of item conditioning, reported by the asset
     with pytest.raises(ValueError, match="item-aware"):
         generate_target_profiles(chat, example, items, [], 100, None, prompt=PROFILE_PROMPTS["profile"])
 
