@@ -103,8 +103,9 @@ def test_bf16_step_matches_the_f32_step(family):
     g32, g16 = flat(grad32), flat(grad16)
     assert float(jnp.linalg.norm(g16 - g32) / jnp.linalg.norm(g32)) < 0.03
     assert float(g16 @ g32 / (jnp.linalg.norm(g16) * jnp.linalg.norm(g32))) > 0.999
-    _, grad_saved = loss_and_grad(params, jnp.float32, False)
-    assert float(jnp.abs(flat(grad_saved) - g32).max()) <= 1e-5 * float(jnp.abs(g32).max())
+    if family == "llama":  # remat wraps every family's layer alike: one family proves it changes no gradient
+        _, grad_saved = loss_and_grad(params, jnp.float32, False)
+        assert float(jnp.abs(flat(grad_saved) - g32).max()) <= 1e-5 * float(jnp.abs(g32).max())
 
 
 @pytest.mark.parametrize("family", ["qwen2", "gemma3"])
@@ -195,9 +196,9 @@ def test_every_method_trains_and_logs_its_terms(tiny_chat_dir, tmp_path):
     chat, data, models = setup(tiny_chat_dir)  # one policy, trained further by each method in turn
     for method, expected in EXPECTED_TERMS.items():
         before = np.asarray(chat.lm.model.embedder.input_embedding.value).copy()
-        result = train_profiler(chat, data, METHODS[method], config(2), tmp_path / method, models,
+        result = train_profiler(chat, data, METHODS[method], config(1), tmp_path / method, models,
                                        log=lambda _: None)
-        assert result.step == 2 and result.trained_now == 2 and [r["step"] for r in result.log] == [1, 2], method
+        assert result.step == 1 and result.trained_now == 1 and [r["step"] for r in result.log] == [1], method
         record = result.log[-1]
         assert expected <= set(record), (method, sorted(record))
         assert {"completion_tokens_mean", "dropped_groups", "reward_mean", "seconds"} <= set(record)
@@ -226,14 +227,14 @@ def test_killed_run_resumes_from_its_last_checkpoint_and_a_finished_run_is_not_r
 
     chat, data, models = setup(tiny_chat_dir)
     logs = []
-    resumed = train_profiler(chat, data, METHODS["blue"], config(4), ckpt, models, log=logs.append)
-    assert resumed.resumed_from == KILLED_AFTER and resumed.trained_now == 4 - KILLED_AFTER and resumed.step == 4
-    assert [r["step"] for r in resumed.log] == [1, 2, 3, 4]  # the killed run's log survives in the checkpoint
+    resumed = train_profiler(chat, data, METHODS["blue"], config(2), ckpt, models, log=logs.append)
+    assert resumed.resumed_from == KILLED_AFTER and resumed.trained_now == 2 - KILLED_AFTER and resumed.step == 2
+    assert [r["step"] for r in resumed.log] == [1, 2]  # the killed run's log survives in the checkpoint
     assert any(f"resumed from checkpoint step {KILLED_AFTER}" in line for line in logs)
 
     chat, data, models = setup(tiny_chat_dir)
-    again = train_profiler(chat, data, METHODS["blue"], config(4), ckpt, models, log=lambda _: None)
-    assert again.trained_now == 0 and again.step == 4 and again.digest == resumed.digest
+    again = train_profiler(chat, data, METHODS["blue"], config(2), ckpt, models, log=lambda _: None)
+    assert again.trained_now == 0 and again.step == 2 and again.digest == resumed.digest
 
 
 def test_one_sharded_grpo_step_on_a_two_device_mesh_equals_the_unsharded_step():

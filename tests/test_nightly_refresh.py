@@ -17,10 +17,13 @@ TABLES = ["filtered_histories", "candidate_sets", "base_profiles", "rec_example_
           "user_embedding_tsne"]
 
 
-def _refresh(instance):
+def _refresh(instance, tiny_chat_dir):
     observed = defs.resolve_job_def("observe_raw_files").execute_in_process(instance=instance)
     assert observed.success
-    result = defs.resolve_job_def("default_graph").execute_in_process(partition_key=DOMAIN, instance=instance)
+    # The tiny profiler: which users are regenerated does not depend on the model.
+    tiny = {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}}}
+    result = defs.resolve_job_def("default_graph").execute_in_process(
+        partition_key=DOMAIN, instance=instance, run_config={"resources": tiny})
     assert result.success
     out = {}
     for name in TABLES:
@@ -37,9 +40,9 @@ def _profiles():
         ).fetchdf()
 
 
-def test_refresh_regenerates_only_changed_users_and_is_idempotent():
+def test_refresh_regenerates_only_changed_users_and_is_idempotent(tiny_chat_dir):
     with DagsterInstance.ephemeral() as instance:
-        first, generated = _refresh(instance)
+        first, generated = _refresh(instance, tiny_chat_dir)
         before = _profiles()
         assert generated == len(before) == 6
 
@@ -50,14 +53,14 @@ def test_refresh_regenerates_only_changed_users_and_is_idempotent():
         with open(reviews, "a") as fh:  # tonight's new interaction of one evaluated user
             fh.write(json.dumps(amazon_review(user, new_item, 5.0, 1_900_000_000_000)) + "\n")
 
-        second, generated = _refresh(instance)
+        second, generated = _refresh(instance, tiny_chat_dir)
         after = _profiles()
         assert generated == 1
         changed = set(before.merge(after, on="user_id").query("profile_x != profile_y")["user_id"])
         assert changed <= {user}
         assert second["filtered_histories"] != first["filtered_histories"]
 
-        third, generated = _refresh(instance)
+        third, generated = _refresh(instance, tiny_chat_dir)
         assert generated == 0
         assert third == second
         assert _profiles().equals(after)

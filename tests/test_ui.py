@@ -36,13 +36,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def webserver(tmp_path_factory):
+def webserver(tmp_path_factory, tiny_chat_dir):
     port = _free_port()
     home = tmp_path_factory.mktemp("dagster_home")
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    # A real materialization of the fixture domain's chain, so metric pages have tables and charts to show.
+    # A real materialization of the fixture domain's chain, so metric pages have tables and charts to show; the
+    # tiny profiler, as what the pages show does not depend on the model (the real one runs in test_assets).
+    tiny = {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}}}
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-        assert defs.resolve_job_def("default_graph").execute_in_process(partition_key=DOMAIN, instance=instance).success
+        assert defs.resolve_job_def("default_graph").execute_in_process(
+            partition_key=DOMAIN, instance=instance, run_config={"resources": tiny}).success
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     cmd = [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
