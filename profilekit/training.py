@@ -394,7 +394,10 @@ def train_profiler(
         curve.append(record)
         log(json.dumps({"validation": {k: round(v, 4) for k, v in record.items() if isinstance(v, float)} | {"step": step}}))
 
-    if validation is not None and start < config.steps and not any(r["step"] == start for r in curve):
+    # A run killed between validations resumes without one: the curve stays on its grid, and a run resumed once
+    # a session does not pay a validation each time.
+    on_grid = start % config.validate_every == 0
+    if validation is not None and start < config.steps and on_grid and not any(r["step"] == start for r in curve):
         score_validation(start)
     for step in range(start, config.steps):
         t0 = time.perf_counter()

@@ -139,6 +139,21 @@ def test_a_resumed_run_keeps_its_validation_curve(tiny_chat_dir, tmp_path):
     assert resumed.validation[:2] == first.validation
     assert [r["step"] for r in resumed.log] == [1, 2, 3]
 
+    class Killed(Exception):
+        pass
+
+    def kill_after_step_one(record):
+        if record["step"] == 1:
+            raise Killed
+
+    grid = replace(CONFIG, steps=4, validate_every=2)
+    with pytest.raises(Killed):  # killed after step 1's checkpoint, between two validations
+        train_profiler(ChatLM(tiny_chat_dir), train, method, grid, tmp_path / "killed", models, log=lambda _: None,
+                       validation=held_out, on_step=kill_after_step_one)
+    again = train_profiler(ChatLM(tiny_chat_dir), train, method, grid, tmp_path / "killed", models,
+                           log=lambda _: None, validation=held_out)
+    assert again.resumed_from == 1 and [r["step"] for r in again.validation] == [0, 2, 4]  # no extra point at 1
+
 
 @pytest.mark.fast
 def test_validation_users_are_train_users_held_out_by_a_stable_hash():
