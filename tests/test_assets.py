@@ -1,4 +1,5 @@
-"""The partitioned asset chain, materialized through the real Definitions into a real DuckDB file."""
+"""The partitioned asset chain, materialized through the real Definitions into a real DuckDB file, with the tiny chat
+LM as profiler and judge (the real SmolLM2 on real data: tests/test_real_data.py)."""
 
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from profilekit.embedder import Embedder
 from profilekit.sources import dir_content_hash
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
+from tests.tiny_llm import tiny_run_resources
 
 ASSETS = [
     "interactions",
@@ -38,8 +40,15 @@ def instance():
         yield inst
 
 
-def _run(instance, domain):
-    return defs.resolve_job_def("default_graph").execute_in_process(partition_key=domain, instance=instance, raise_on_error=False)
+def _execute(job, instance, partition_key, tiny_chat_dir, **resources):
+    """`job` with the tiny models of every run in this module (one profiler, so one set of base profiles)."""
+    run_config = {"resources": {**tiny_run_resources(tiny_chat_dir), **resources}}
+    return defs.resolve_job_def(job).execute_in_process(
+        partition_key=partition_key, instance=instance, run_config=run_config, raise_on_error=False)
+
+
+def _run(instance, domain, tiny_chat_dir):
+    return _execute("default_graph", instance, domain, tiny_chat_dir)
 
 
 def _versions(instance, domain):
@@ -57,9 +66,9 @@ def _query(sql, *params):
 
 
 @pytest.fixture(scope="module")
-def built_domain(instance):
+def built_domain(instance, tiny_chat_dir):
     """The fixture domain's whole per-domain graph, materialized once for the tests of this module."""
-    result = _run(instance, "amazon-fixture")
+    result = _run(instance, "amazon-fixture", tiny_chat_dir)
     assert result.success
     return result
 
@@ -67,21 +76,15 @@ def built_domain(instance):
 TINY = {"steps": 2, "users_per_step": 2, "rollouts": 2, "max_new_tokens": 12, "validation_users": 4}
 
 
-def _tiny(tiny_chat_dir):
-    return {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}},
-            "training": {"config": TINY}}
-
-
 @pytest.fixture(scope="module")
 def trained_blue(instance, built_domain, tiny_chat_dir):
     """BLUE trained on the (test) source domain by the real assets, with a tiny profiler so it takes seconds."""
     key = MultiPartitionKey({"method": "blue", "domain": "amazon-fixture"})
-    job = defs.resolve_job_def("profiler_training")
-    assert job.execute_in_process(partition_key=key, instance=instance, run_config={"resources": _tiny(tiny_chat_dir)}).success
+    assert _execute("profiler_training", instance, key, tiny_chat_dir, training={"config": TINY}).success
     return key
 
 
-def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance, built_domain):
+def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance, built_domain, tiny_chat_dir):
     first = built_domain
     checks = [e.event_specific_data for e in first.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert {c.check_name for c in checks} == {"history_length_bounds", "eligible_users", "both_splits", "candidates_valid"}
@@ -120,7 +123,7 @@ def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance, built_
     history = ratings[(ratings["vs_method"] == "Base") & (ratings["context"] == "10-H")].iloc[0]
     assert np.isnan(base_p["t_pvalue_vs_ref"]) and history["n_paired"] == 3  # history is paired with Base's 10H+P
 
-    second = _run(instance, "amazon-fixture")
+    second = _run(instance, "amazon-fixture", tiny_chat_dir)
     assert second.success
     assert _versions(instance, "amazon-fixture") == before  # content-hash versions: identical rebuild, same versions
     emb = instance.get_latest_data_version_record(AssetKey("item_embeddings"), partition_key="amazon-fixture")
@@ -134,7 +137,7 @@ def _metadata(instance, asset, partition):
 
 
 def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instance, trained_blue, tiny_chat_dir):
-    key, tiny = trained_blue, _tiny(tiny_chat_dir)
+    key = trained_blue
     meta, version = _metadata(instance, "profiler_checkpoint", key)
     # 4 of the 24 train users are held out for the validation curve, scored at steps 0 and 2
     assert meta["step"].value == 2 and meta["trained_now"].value == 2 and meta["train_examples"].value == 20
@@ -146,14 +149,11 @@ def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instan
     profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.generated_profiles WHERE domain = ?", "amazon-fixture")
     assert len(profiles) == 6 and set(profiles["method"]) == {"blue"} and set(profiles["model_version"]) == {version}
 
-    again = defs.resolve_job_def("profiler_training").execute_in_process(
-        partition_key=key, instance=instance, run_config={"resources": tiny}
-    )
-    assert again.success
+    assert _execute("profiler_training", instance, key, tiny_chat_dir, training={"config": TINY}).success
     meta2, version2 = _metadata(instance, "profiler_checkpoint", key)
     assert meta2["trained_now"].value == 0 and meta2["resumed_from"].value == 2 and version2 == version
 
-    assert defs.resolve_job_def("evaluation").execute_in_process(partition_key="amazon-fixture", instance=instance).success
+    assert _execute("evaluation", instance, "amazon-fixture", tiny_chat_dir).success
     metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain = ?", "amazon-fixture")
     assert {("blue", "P"), ("blue", "10H+P"), ("Base", "P"), ("history", "10-H")} <= set(zip(metrics["method"], metrics["context"]))
     base = metrics[(metrics["method"] == "Base") & (metrics["context"] == "10H+P")].iloc[0]
@@ -164,22 +164,18 @@ def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instan
     assert {("blue", "P"), ("blue", "10H+P")} <= set(zip(qa["method"], qa["context"]))
 
 
-def _scl(instance, method, domain, resources):
+def _scl(instance, method, domain, tiny_chat_dir):
     key = MultiPartitionKey({"method": method, "domain": domain})
-    job = defs.resolve_job_def("scl_adaptation")
-    assert job.execute_in_process(partition_key=key, instance=instance, run_config={"resources": resources}).success
+    scl = {"config": {"batch_size": 8, "learning_rate": 1e-4, "max_seq_length": 64}}
+    assert _execute("scl_adaptation", instance, key, tiny_chat_dir, scl=scl).success
     return _metadata(instance, "scl_embedder", key)
 
 
 def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instance, trained_blue, tiny_chat_dir):
     """SCL adapts the real MiniLM on the source domain (amazon-fixture) for the history, Base and BLUE contexts,
     and on a second domain for history; the grid scores both settings."""
-    resources = {
-        "profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}},
-        "scl": {"config": {"batch_size": 8, "learning_rate": 1e-4, "max_seq_length": 64}},
-    }
     for method in ("history", "Base", "blue"):
-        meta, version = _scl(instance, method, "amazon-fixture", resources)
+        meta, version = _scl(instance, method, "amazon-fixture", tiny_chat_dir)
         assert meta["trained_now"].value and meta["pairs"].value == 16 and meta["steps"].value == 2  # 16 users / 8
         saved = Path(meta["path"].value) / "model"  # the version must name the bytes that were saved
         assert version == meta["embedder_version"].value == f"model-{dir_content_hash(saved)}" == Embedder(saved).version
@@ -191,15 +187,15 @@ def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instanc
                             "amazon-fixture")["user_id"])
     assert not test_users & set(pairs["user_id"])  # SCL never trains on a test user
 
-    again, version_again = _scl(instance, "blue", "amazon-fixture", resources)
+    again, version_again = _scl(instance, "blue", "amazon-fixture", tiny_chat_dir)
     assert not again["trained_now"].value and version_again == version  # same pairs and budgets: not retrained
 
     data = [AssetKey(n) for n in ("interactions", "items", "filtered_histories", "candidate_sets")]
     assert defs.resolve_job_def("domain_data").execute_in_process(
         partition_key="target-fixture", instance=instance, asset_selection=data).success
-    _scl(instance, "history", "target-fixture", resources)
+    _scl(instance, "history", "target-fixture", tiny_chat_dir)
     for domain in ("amazon-fixture", "target-fixture"):
-        assert defs.resolve_job_def("scl_evaluation").execute_in_process(partition_key=domain, instance=instance).success
+        assert _execute("scl_evaluation", instance, domain, tiny_chat_dir).success
 
     source = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.scl_metrics WHERE domain = ?", "amazon-fixture")
     assert set(zip(source["setting"], source["method"], source["context"])) == {
@@ -229,14 +225,12 @@ def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instanc
 def test_ablation_variant_analyses_tsne_and_frontier(instance, trained_blue, tiny_chat_dir):
     """A BLUE variant trained by the ablation job with BLUE's recipe, then the domain's evaluation and analyses:
     Table 6 against BLUE on the same users, the t-SNE map (identical on a rebuild) and the frontier."""
-    tiny = _tiny(tiny_chat_dir)
     variant = MultiPartitionKey({"method": "blue-no-text", "domain": "amazon-fixture"})
-    assert defs.resolve_job_def("ablation_training").execute_in_process(
-        partition_key=variant, instance=instance, run_config={"resources": tiny}).success
+    assert _execute("ablation_training", instance, variant, tiny_chat_dir, training={"config": TINY}).success
     meta, _ = _metadata(instance, "profiler_checkpoint", variant)
     assert meta["step"].value == _metadata(instance, "profiler_checkpoint", trained_blue)[0]["step"].value == 2
     for job in ("evaluation", "analyses"):
-        assert defs.resolve_job_def(job).execute_in_process(partition_key="amazon-fixture", instance=instance).success
+        assert _execute(job, instance, "amazon-fixture", tiny_chat_dir).success
 
     table = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.ablation_metrics WHERE domain = ?", "amazon-fixture")
     assert sorted(zip(table["method"], table["context"])) == [
@@ -280,43 +274,24 @@ def test_ablation_variant_analyses_tsne_and_frontier(instance, trained_blue, tin
     assert meta["plot"].value.startswith("![efficiency frontier](data:image/png;base64,")
     assert [c.name for c in meta["summary"].value.schema.columns][:3] == ["domain", "method", "context"]
 
-    assert defs.resolve_job_def("analyses").execute_in_process(partition_key="amazon-fixture", instance=instance).success
+    assert _execute("analyses", instance, "amazon-fixture", tiny_chat_dir).success
     again = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.user_embedding_tsne WHERE domain = ? "
                    "ORDER BY method, context, user_id", "amazon-fixture")
     assert again[["x", "y"]].equals(coords[["x", "y"]])  # a rebuild gives identical coordinates
     assert _metadata(instance, "user_embedding_tsne", "amazon-fixture")[1] == version
 
 
-def test_bad_local_files_fail_with_a_message_naming_the_file(instance):
-    result = _run(instance, "broken-fixture")
+def test_bad_local_files_fail_with_a_message_naming_the_file(instance, tiny_chat_dir):
+    result = _run(instance, "broken-fixture", tiny_chat_dir)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = str(failure.event_specific_data.error)
     assert "Books.jsonl: no valid line" in message
 
 
-@pytest.mark.slow
-def test_real_ml100k_slice(instance):
-    result = _run(instance, "ml-100k")
-    assert result.success
-    metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain = ?", "ml-100k")
-    assert sorted(metrics["context"]) == ["10-H", "10H+P", "All-H", "P"]
-    assert (metrics["n_examples"] == 12).all()  # PROFILEKIT_MAX_EVAL_USERS in conftest
-    assert ((metrics["recall10"] > 0) & (metrics["recall10"] <= 1)).all()
-    counts = _query(
-        f"SELECT split, count(*) AS n FROM {WAREHOUSE_SCHEMA}.candidate_sets WHERE domain = ? GROUP BY split ORDER BY split",
-        "ml-100k",
-    )
-    n_test = round(0.2 * 943)
-    assert counts.set_index("split")["n"].to_dict() == {"test": 100 * n_test, "train": 129 * (943 - n_test)}
-    # other partitions are untouched by this run
-    assert set(_query(f"SELECT DISTINCT domain FROM {WAREHOUSE_SCHEMA}.rec_metrics")["domain"]) <= {"ml-100k", "amazon-fixture"}
-
-
 def test_duet_zero_shot_is_a_partition_whose_profiles_come_from_the_base_weights(instance, built_domain, tiny_chat_dir):
     key = MultiPartitionKey({"method": "duet-zero-shot", "domain": "amazon-fixture"})
-    job = defs.resolve_job_def("profiler_training")
-    assert job.execute_in_process(partition_key=key, instance=instance, run_config={"resources": _tiny(tiny_chat_dir)}).success
+    assert _execute("profiler_training", instance, key, tiny_chat_dir, training={"config": TINY}).success
     meta, version = _metadata(instance, "profiler_checkpoint", key)
     assert meta["step"].value == 0 and meta["trained_now"].value == 0 and version == dir_content_hash(tiny_chat_dir)
     profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.generated_profiles WHERE domain = ? AND method = ?",
@@ -329,7 +304,7 @@ def test_duet_zero_shot_is_a_partition_whose_profiles_come_from_the_base_weights
     assert meta["target_mode_profiles"].value == 3 and meta["target_mode_seconds_per_example"].value > 0
     # DUET's completions hold the scaffold's tags and its item block around the user profile that is read
     assert meta["mean_parsed_profile_tokens"].value < meta["mean_profile_tokens"].value
-    assert defs.resolve_job_def("evaluation").execute_in_process(partition_key="amazon-fixture", instance=instance).success
+    assert _execute("evaluation", instance, "amazon-fixture", tiny_chat_dir).success
     native = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.duet_rating_scores WHERE domain = ?", "amazon-fixture")
     assert len(native) == 3 and set(zip(native["method"], native["context"])) == {("duet-zero-shot", "10H+P+Pi")}
     for table in ("qa_example_scores", "rec_example_scores"):  # never a next-item or N@10 context

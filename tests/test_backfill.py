@@ -20,6 +20,7 @@ from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG
 from orchestration.definitions import defs
 from tests.conftest import ROOT
 from tests.test_ui import _free_port
+from tests.tiny_llm import tiny_run_resources
 
 pytestmark = pytest.mark.slow
 
@@ -159,10 +160,9 @@ def test_daemon_runs_a_graphql_backfill_of_two_domains_as_one_run_per_partition(
         _reload_failed_locations(url)
         time.sleep(1)
     [(repo, partition_set)] = found
-    # The launchpad's config of the backfill: the tiny profiler and every step in the run's own process, so each
+    # The launchpad's config of the backfill: the tiny models and every step in the run's own process, so each
     # run takes seconds, not minutes (the default executor starts a process, which imports the project, per step).
-    run_config = {"resources": {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}}},
-                  "execution": {"config": {"in_process": {}}}}
+    run_config = {"resources": tiny_run_resources(tiny_chat_dir), "execution": {"config": {"in_process": {}}}}
     params = {
         "selector": {
             "partitionSetName": partition_set["name"],

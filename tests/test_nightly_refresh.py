@@ -11,6 +11,7 @@ from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 from tests.conftest import REFRESH_AMAZON
 from tests.native_files import amazon_review
+from tests.tiny_llm import tiny_run_resources
 
 DOMAIN = "refresh-fixture"
 TABLES = ["filtered_histories", "candidate_sets", "base_profiles", "rec_example_scores", "rec_metrics", "qa_metrics",
@@ -20,9 +21,8 @@ TABLES = ["filtered_histories", "candidate_sets", "base_profiles", "rec_example_
 def _refresh(instance, tiny_chat_dir):
     observed = defs.resolve_job_def("observe_raw_files").execute_in_process(instance=instance)
     assert observed.success
-    # The tiny profiler (which users are regenerated does not depend on the model), with a sampling seed no other
-    # test uses: the first night's profiles are new to the session's generation cache, whatever ran first.
-    tiny = {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16, "seed": 515151}}}
+    # The tiny models: which users are regenerated does not depend on what they write.
+    tiny = tiny_run_resources(tiny_chat_dir, seed=515151)
     result = defs.resolve_job_def("default_graph").execute_in_process(
         partition_key=DOMAIN, instance=instance, run_config={"resources": tiny})
     assert result.success

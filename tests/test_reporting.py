@@ -9,14 +9,13 @@ from jobs.default_run import assets_by_step, run_job
 from jobs.reporting import MAX_FIGURES, RunReporter, key_figures
 from orchestration.definitions import defs
 from profilekit import progress
+from tests.tiny_llm import tiny_run_resources
 
 DOMAIN = "amazon-fixture"
 
 
 def _tiny(tiny_chat_dir) -> dict:
-    # A sampling seed no other test uses: the profiles are new to the session's generation cache, whatever ran first.
-    config = {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16, "seed": 424242}
-    return {"resources": {"profiler_llm": {"config": config}}}
+    return {"resources": tiny_run_resources(tiny_chat_dir, seed=424242, judge=False)}
 
 
 def test_key_figures_prefer_known_counts_and_append_the_headline():

@@ -17,6 +17,7 @@ from dagster._core.instance.ref import InstanceRef
 
 from orchestration.definitions import defs
 from tests.conftest import ROOT
+from tests.tiny_llm import tiny_run_resources
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -41,8 +42,8 @@ def webserver(tmp_path_factory, tiny_chat_dir):
     home = tmp_path_factory.mktemp("dagster_home")
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     # A real materialization of the fixture domain's chain, so metric pages have tables and charts to show; the
-    # tiny profiler, as what the pages show does not depend on the model (the real one runs in test_assets).
-    tiny = {"profiler_llm": {"config": {"weights_dir": str(tiny_chat_dir), "max_new_tokens": 16}}}
+    # tiny models, as what the pages show does not depend on them (the real ones run in test_real_data).
+    tiny = tiny_run_resources(tiny_chat_dir)
     with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         assert defs.resolve_job_def("default_graph").execute_in_process(
             partition_key=DOMAIN, instance=instance, run_config={"resources": tiny}).success

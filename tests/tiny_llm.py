@@ -85,3 +85,15 @@ def write_tiny_chat_lm(directory: Path, tokenizer_dir: Path, seed: int = 0, embe
         if (tokenizer_dir / name).exists():
             shutil.copy(tokenizer_dir / name, directory / name)
     return directory
+
+
+def tiny_run_resources(chat_dir: Path, seed: int | None = None, judge: bool = True) -> dict:
+    """A run config's `resources` that put the tiny chat LM in place of the packaged SmolLM2: as the profiler (16 new
+    tokens; `seed`: a sampling seed of the test's own, so that its profiles are new to the worker's generation cache
+    whatever ran before) and, with `judge`, as the QA judge. For graph tests whose checks do not depend on what the
+    model writes; the real SmolLM2 runs end to end in tests/test_real_data.py."""
+    profiler = {"weights_dir": str(chat_dir), "max_new_tokens": 16, **({"seed": seed} if seed is not None else {})}
+    resources = {"profiler_llm": {"config": profiler}}
+    if judge:
+        resources["judge_llm"] = {"config": {"weights_dir": str(chat_dir)}}
+    return resources
