@@ -26,6 +26,11 @@ for stale in (
     elif target.exists():
         target.unlink()
 TEST_DATA.mkdir(parents=True, exist_ok=True)
+# Compiled XLA programs persist in the worker's data dir, as the Dagster runs' do (ComputeResource): the tests build
+# the same tiny models' programs again and again, within a process (each training run makes a new trainer) and in
+# the subprocesses they start, which inherit this. Set before jax is imported, which reads it then.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(TEST_DATA / "jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 if WORKER:
     # One OpenMP thread for torch per worker: two workers' thread pools would oversubscribe the 2 cores (their
     # threads spin at every barrier), and transformers' reference generations in tests/test_llm.py crawl.
