@@ -65,7 +65,7 @@ FROM_DOMAIN = {name: AssetIn(partition_mapping=from_domain) for name in ("filter
 
 
 @asset(
-    **SCL_TABLE, code_version="4",  # 4: DUET's tags written by the sampler (prompts.DUET_SCAFFOLD)
+    **SCL_TABLE, code_version="5",  # 5: the profiles' model version in each pair
     ins={
         **{k: FROM_DOMAIN[k] for k in ("filtered_histories", "items")},
         # Trained methods' source-domain checkpoint; none for the history and Base contexts.
@@ -85,7 +85,7 @@ def scl_training_pairs(
     examples = scl_train_examples(filtered_histories, protocol.get())
     if examples.empty:
         raise Failure(f"domain {context.partition_key.keys_by_dimension['domain']!r} has no train users for SCL")
-    profiles, generated_now = None, 0
+    profiles, generated_now, version = None, 0, ""
     if method != HISTORY:
         if method == "Base":
             chat = profiler_llm.chat(profiler_base_weights)
@@ -101,13 +101,13 @@ def scl_training_pairs(
         sampling = profiler_llm.sampling(METHODS[method].min_new_tokens if method in METHODS else None)
         profiles, generated_now = generate_profiles(chat, examples, items, profiler_llm.history_budget_tokens,
                                                     sampling, cache, f"{method} profiles for SCL pairs", prompt)
-    pairs = training_pairs(examples, items, profiles, protocol.recent_k, method)
+    pairs = training_pairs(examples, items, profiles, protocol.recent_k, method).assign(profile_model_version=version)
     empty = int((profiles["profile"].str.strip() == "").sum()) if profiles is not None else 0  # kept: 10H + nothing
     yield table_output(pairs, train_users=int(pairs["user_id"].nunique()), profiles_generated_now=generated_now,
                        empty_profiles=empty)
 
 
-@asset(**SCL_PARTITIONED, code_version="2", **ARTIFACT)
+@asset(**SCL_PARTITIONED, code_version="3", **ARTIFACT)  # 3: records its pairs' profile model version
 def scl_embedder(
     context: AssetExecutionContext, scl_training_pairs: pd.DataFrame, embedder: EmbedderResource,
     model_store: ModelStore, scl: SCLResource,
@@ -123,8 +123,10 @@ def scl_embedder(
     result = train_scl(base.model_path, pairs["anchor"].tolist(), pairs["positive"].tolist(), config, model_dir, context.log.info)
     version = f"{model_dir.name}-{dir_content_hash(model_dir)}"
     log = pd.DataFrame(result.log)
+    profiles_from = ",".join(sorted(set(pairs["profile_model_version"])))
     return artifact_output(
-        Artifact(model_dir.parent, version, {"run": run}),  # the run folder: the model and its training log
+        # the run folder: the model and its training log
+        Artifact(model_dir.parent, version, {"run": run, "profile_model_version": profiles_from}),
         embedder_version=version, base_embedder_version=base.version, pairs=len(pairs), steps=result.steps,
         trained_now=result.trained_now, seconds=round(result.seconds, 1),
         final_loss=float(log["loss"].iloc[-1]) if len(log) else float("nan"),
@@ -146,7 +148,7 @@ def _eval_profiles(method: str, domain: str, warehouse_reader: WarehouseReader) 
 
 
 @asset(
-    **SCL_TABLE, code_version="3",
+    **SCL_TABLE, code_version="4",  # 4: refuses profiles of another model than its embedders' pairs
     ins={**FROM_DOMAIN, "scl_embedder": AssetIn(partition_mapping=from_scl_embedders, metadata=BY_PARTITION)},
     deps=[AssetDep("base_profiles", partition_mapping=from_domain),
           AssetDep("generated_profiles", partition_mapping=from_generated_profiles)],
@@ -162,7 +164,8 @@ def scl_example_scores(
     embedder version; a setting whose embedder does not exist yet is reported, not scored."""
     method, domain = context.partition_key.keys_by_dimension["method"], context.partition_key.keys_by_dimension["domain"]
     examples = eval_examples(filtered_histories, protocol.get())
-    contexts = training_pairs(examples, items, _eval_profiles(method, domain, warehouse_reader), protocol.recent_k, method)
+    profiles = _eval_profiles(method, domain, warehouse_reader)
+    contexts = training_pairs(examples, items, profiles, protocol.recent_k, method)
     contexts = contexts.rename(columns={"anchor": "text"})
     # The mapping hands over the embedder adapted on the domain itself and the one adapted on the source domain
     # (one and the same when the domain is the source).
@@ -174,9 +177,19 @@ def scl_example_scores(
     if not embedders:
         raise Failure(f"no SCL embedder of {method} for {domain}: materialize scl_embedder {method}|{source} "
                       f"(cross-domain) or {method}|{domain} (in-domain) first")
+    # An embedder adapted on one checkpoint's profiles says nothing about another's (e.g. after a retraining).
+    scored = ",".join(sorted(set(profiles["model_version"]))) if profiles is not None else ""
+    trained_on = {d: by_domain[d].info.get("profile_model_version") for d, _ in embedders.values()}
+    stale = {d: v for d, v in trained_on.items() if v is not None and v != scored}
+    if stale:
+        raise Failure(f"the {method} profiles of {domain} come from model {scored!r}, but the SCL embedder of "
+                      + ", ".join(f"{method}|{d} was adapted on profiles of {v!r}" for d, v in stale.items())
+                      + f": materialize scl_training_pairs and scl_embedder {', '.join(f'{method}|{d}' for d in stale)} again")
+    unchecked = sorted(d for d, v in trained_on.items() if v is None)  # recorded before embedders named their profiles
     scores, encoded_now = score_with_embedders(contexts, candidate_sets, items, embedders, model_store.embedding_cache)
     yield table_output(scores, settings_missing=", ".join(missing) or "none",
-                       item_vectors_encoded_now=encoded_now)
+                       item_vectors_encoded_now=encoded_now, profile_model_version=scored or "none",
+                       embedders_profile_version_unchecked=", ".join(unchecked) or "none")
 
 
 @asset(**{**PARTITIONED, "automation_condition": on_upstream_data_change(gathered=("scl_example_scores",))}, code_version="2",

@@ -240,6 +240,9 @@ scl_pairs_schema = pa.DataFrameSchema(
         "anchor": pa.Column(str, pa.Check.str_length(min_value=1)),
         "positive": pa.Column(str, pa.Check.str_length(min_value=1)),
         "target_item_id": pa.Column(str),
+        # The profiler whose profiles the anchors hold ("" for the history context): its scores must use profiles
+        # of the same one.
+        "profile_model_version": pa.Column(str),
     },
     unique=["domain", "user_id", "cut", "method"],
     coerce=True,

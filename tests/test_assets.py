@@ -164,10 +164,12 @@ def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instan
     assert {("blue", "P"), ("blue", "10H+P")} <= set(zip(qa["method"], qa["context"]))
 
 
+SCL = {"config": {"batch_size": 8, "learning_rate": 1e-4, "max_seq_length": 64}}
+
+
 def _scl(instance, method, domain, tiny_chat_dir):
     key = MultiPartitionKey({"method": method, "domain": domain})
-    scl = {"config": {"batch_size": 8, "learning_rate": 1e-4, "max_seq_length": 64}}
-    assert _execute("scl_adaptation", instance, key, tiny_chat_dir, scl=scl).success
+    assert _execute("scl_adaptation", instance, key, tiny_chat_dir, scl=SCL).success
     return _metadata(instance, "scl_embedder", key)
 
 
@@ -183,6 +185,9 @@ def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instanc
     pairs = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.scl_training_pairs WHERE domain = ?", "amazon-fixture")
     assert pairs.groupby("method")["context"].agg(set).to_dict() == {"history": {"10-H"}, "Base": {"10H+P"}, "blue": {"10H+P"}}
     assert pairs["user_id"].nunique() == 16
+    checkpoint_version = _metadata(instance, "profiler_checkpoint", trained_blue)[1]
+    versions = pairs.groupby("method")["profile_model_version"].agg(set).to_dict()
+    assert versions["history"] == {""} and versions["blue"] == {checkpoint_version} and len(versions["Base"]) == 1
     test_users = set(_query(f"SELECT user_id FROM {WAREHOUSE_SCHEMA}.filtered_histories WHERE domain = ? AND split = 'test'",
                             "amazon-fixture")["user_id"])
     assert not test_users & set(pairs["user_id"])  # SCL never trains on a test user
@@ -220,6 +225,20 @@ def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instanc
     per_user = target[target["setting"] == "cross-domain"]["ndcg10"]
     assert cross["n_examples"] == len(per_user) == 6 and cross["ndcg10"] == pytest.approx(per_user.mean())
     assert metrics["n_paired"].eq(0).all()  # no BLUE+SCL on this domain: nothing to pair with
+
+    # Profiles of another model (as after a retraining that SCL has not followed) are refused, not scored.
+    update = f"UPDATE {WAREHOUSE_SCHEMA}.generated_profiles SET model_version = ? WHERE method = 'blue'"
+    with duckdb.connect(warehouse_path()) as con:
+        con.execute(update, ["retrained"])
+    try:
+        result = _execute("scl_adaptation", instance, MultiPartitionKey({"method": "blue", "domain": "amazon-fixture"}),
+                          tiny_chat_dir, scl=SCL)
+    finally:
+        with duckdb.connect(warehouse_path()) as con:
+            con.execute(update, [checkpoint_version])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert f"adapted on profiles of '{checkpoint_version}'" in str(failure.event_specific_data.error)
 
 
 def test_ablation_variant_analyses_tsne_and_frontier(instance, trained_blue, tiny_chat_dir):
