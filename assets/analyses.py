@@ -120,7 +120,7 @@ def user_embedding_tsne(
                        embedder_version=model.version)
 
 
-@asset(**WITH_TRAINED_PROFILES, code_version="1", **typed(efficiency_frontier_schema))
+@asset(**WITH_TRAINED_PROFILES, code_version="2", **typed(efficiency_frontier_schema))  # 2: timed on a sample
 def efficiency_frontier(
     context: AssetExecutionContext, rec_metrics: pd.DataFrame, filtered_histories: pd.DataFrame, items: pd.DataFrame,
     base_profiles: pd.DataFrame, embedder: EmbedderResource, protocol: ProtocolResource,
@@ -129,7 +129,8 @@ def efficiency_frontier(
     """N@10 of each method's 10H+P (and of All-H, 10-H) against inference seconds per user: the profile's
     generation seconds recorded when it was generated (the generation cache keeps them, so a cached profile
     still reports what it cost) + the frozen embedder's seconds per user text, measured now without the
-    embedding cache; the points no other point beats on both are the frontier."""
+    embedding cache on a fixed sample of up to 256 of the texts; the points no other point beats on both are the
+    frontier."""
     model = embedder.load()
     domain = context.partition_key
     contexts, _ = _mapped_contexts(domain, filtered_histories, items, base_profiles, model, protocol, warehouse_reader)

@@ -3,6 +3,7 @@ t-SNE, the quality/cost frontier, their plots, and the UI table metadata."""
 
 import io
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -168,6 +169,25 @@ def test_pareto_front_marks_the_points_nothing_beats_on_both_axes():
     quality = np.array([0.10, 0.08, 0.20, 0.25, 0.20, 0.20])
     # 0.02/0.08 is beaten by 0.01/0.10; 2.0/0.20 by 1.0/0.20; 1.0/0.20 by 0.5/0.20
     assert pareto_front(seconds, quality).tolist() == [True, False, False, True, False, True]
+
+
+def test_embedding_seconds_times_one_call_on_a_fixed_sample_of_the_texts():
+    calls = []
+
+    def encode(batch):
+        calls.append(list(batch))
+        time.sleep(0.001 * len(batch))
+
+    texts = [f"user {i}" for i in range(1000)]
+    rate = embedding_seconds(texts, encode, sample=64)
+    warm_up, timed = calls
+    assert len(warm_up) == 1 and len(timed) == 64 and len(set(timed)) == 64 and set(timed) <= set(texts)
+    assert rate >= 0.001  # seconds per text of the timed call
+    embedding_seconds(texts, encode, sample=64)
+    assert calls[3] == timed  # the same sample on a rebuild
+    embedding_seconds(texts[:10], encode, sample=64)
+    assert calls[5] == texts[:10]  # fewer texts than the sample: all of them
+    assert embedding_seconds([], encode) == 0.0
 
 
 def test_efficiency_table_adds_generation_and_embedding_seconds_and_marks_the_frontier():
