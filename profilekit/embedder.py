@@ -63,13 +63,15 @@ def text_key(text: str) -> str:
 class EmbeddingCache:
     """Vectors keyed by (embedder version, text hash), stored as append-only .npz shards.
 
-    Each call writes at most one new shard (unique name, atomic rename), so concurrent runs never corrupt the
-    cache and no text is encoded twice across runs.
+    A call writes one new shard (unique name, atomic rename) per `shard_texts` texts it encodes, so concurrent runs
+    never corrupt the cache, no text is encoded twice across runs, and a run killed in a long encode (an
+    evaluation's tens of thousands of texts take minutes) keeps what it had finished.
     """
 
-    def __init__(self, root: Path | str, version: str):
+    def __init__(self, root: Path | str, version: str, shard_texts: int = 2048):
         self.dir = Path(root) / version
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.shard_texts = shard_texts
 
     def _load(self) -> dict[str, np.ndarray]:
         table: dict[str, np.ndarray] = {}
@@ -87,11 +89,13 @@ class EmbeddingCache:
             first_text = {}
             for k, t in zip(keys, texts):
                 first_text.setdefault(k, t)
-            vectors = embedder.encode([first_text[k] for k in missing], progress)
-            tmp = self.dir / f".{uuid.uuid4().hex}.npz"
-            np.savez(tmp, keys=np.asarray(missing), vectors=vectors)
-            tmp.rename(self.dir / f"{uuid.uuid4().hex}.npz")
-            table.update(zip(missing, vectors))
+            for start in range(0, len(missing), self.shard_texts):
+                chunk = missing[start:start + self.shard_texts]
+                vectors = embedder.encode([first_text[k] for k in chunk], progress)
+                tmp = self.dir / f".{uuid.uuid4().hex}.npz"
+                np.savez(tmp, keys=np.asarray(chunk), vectors=vectors)
+                tmp.rename(self.dir / f"{uuid.uuid4().hex}.npz")
+                table.update(zip(chunk, vectors))
         if not texts:
             return np.zeros((0, embedder.dim), dtype=np.float32), 0
         return np.stack([table[k] for k in keys]).astype(np.float32), len(missing)

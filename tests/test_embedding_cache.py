@@ -33,6 +33,23 @@ def test_cache_encodes_each_text_once_across_instances(tmp_path):
     assert n3 == 1
 
 
+def test_a_killed_encode_keeps_its_finished_shards(tmp_path):
+    class DiesOnTheThirdBatch(CountingEmbedder):
+        def encode(self, texts, progress=False):
+            if len(self.seen) == 4:
+                raise KeyboardInterrupt  # the run is stopped in its third batch
+            return super().encode(texts, progress)
+
+    texts = [f"text {i}" for i in range(7)]
+    with pytest.raises(KeyboardInterrupt):
+        EmbeddingCache(tmp_path, "v1", shard_texts=2).encode(texts, DiesOnTheThirdBatch())
+    assert len(list((tmp_path / "v1").glob("*.npz"))) == 2
+    emb = CountingEmbedder()
+    vectors, encoded_now = EmbeddingCache(tmp_path, "v1", shard_texts=2).encode(texts, emb)
+    assert encoded_now == 3 and emb.seen == texts[4:]  # only what the killed run had not finished
+    np.testing.assert_array_equal(vectors, CountingEmbedder().encode(texts))
+
+
 def test_item_vector_files_refuse_another_embedder_version(tmp_path):
     path = tmp_path / "items.npz"
     vecs = np.eye(3, dtype=np.float32)
