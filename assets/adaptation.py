@@ -107,6 +107,12 @@ def scl_training_pairs(
                        empty_profiles=empty)
 
 
+def _model_versions(versions: pd.Series) -> str:
+    """The profile model versions of a table, as one comparable string (the SCL embedder's record of what it was
+    adapted on is compared with the one of the profiles it would score)."""
+    return ",".join(sorted(set(versions)))
+
+
 @asset(**SCL_PARTITIONED, code_version="3", **ARTIFACT)  # 3: records its pairs' profile model version
 def scl_embedder(
     context: AssetExecutionContext, scl_training_pairs: pd.DataFrame, embedder: EmbedderResource,
@@ -123,7 +129,7 @@ def scl_embedder(
     result = train_scl(base.model_path, pairs["anchor"].tolist(), pairs["positive"].tolist(), config, model_dir, context.log.info)
     version = f"{model_dir.name}-{dir_content_hash(model_dir)}"
     log = pd.DataFrame(result.log)
-    profiles_from = ",".join(sorted(set(pairs["profile_model_version"])))
+    profiles_from = _model_versions(pairs["profile_model_version"])
     return artifact_output(
         # the run folder: the model and its training log
         Artifact(model_dir.parent, version, {"run": run, "profile_model_version": profiles_from}),
@@ -178,7 +184,7 @@ def scl_example_scores(
         raise Failure(f"no SCL embedder of {method} for {domain}: materialize scl_embedder {method}|{source} "
                       f"(cross-domain) or {method}|{domain} (in-domain) first")
     # An embedder adapted on one checkpoint's profiles says nothing about another's (e.g. after a retraining).
-    scored = ",".join(sorted(set(profiles["model_version"]))) if profiles is not None else ""
+    scored = _model_versions(profiles["model_version"]) if profiles is not None else ""
     trained_on = {d: by_domain[d].info.get("profile_model_version") for d, _ in embedders.values()}
     stale = {d: v for d, v in trained_on.items() if v is not None and v != scored}
     if stale:

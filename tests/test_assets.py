@@ -14,6 +14,7 @@ from profilekit.sources import dir_content_hash
 from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 from tests.tiny_llm import tiny_run_resources
+from tests.warehouse_query import query, table_rows
 
 ASSETS = [
     "interactions",
@@ -60,11 +61,6 @@ def _versions(instance, domain):
     return out
 
 
-def _query(sql, *params):
-    with duckdb.connect(warehouse_path(), read_only=True) as con:
-        return con.execute(sql, list(params)).fetchdf()
-
-
 @pytest.fixture(scope="module")
 def built_domain(instance, tiny_chat_dir):
     """The fixture domain's whole per-domain graph, materialized once for the tests of this module."""
@@ -92,11 +88,11 @@ def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance, built_
     before = _versions(instance, "amazon-fixture")
     assert all(before.values()), before
 
-    metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain = ?", "amazon-fixture")
+    metrics = table_rows("rec_metrics", "amazon-fixture")
     assert sorted(zip(metrics["method"], metrics["context"])) == [
         ("Base", "10H+P"), ("Base", "P"), ("history", "10-H"), ("history", "All-H")
     ]
-    scores = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_example_scores WHERE domain = ?", "amazon-fixture")
+    scores = table_rows("rec_example_scores", "amazon-fixture")
     for row in metrics.itertuples():
         per_example = scores[scores["context"] == row.context]
         assert len(per_example) == row.n_examples == 6  # 20% of 30 users
@@ -105,15 +101,15 @@ def test_fixture_domain_end_to_end_checks_and_identical_rebuild(instance, built_
 
     summary = _metadata(instance, "rec_metrics", "amazon-fixture")[0]["summary"].value  # a table the UI shows inline
     assert len(summary.records) == len(metrics) and {"ndcg10", "t_pvalue_vs_ref"} <= {c.name for c in summary.schema.columns}
-    profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.base_profiles WHERE domain = ?", "amazon-fixture")
+    profiles = table_rows("base_profiles", "amazon-fixture")
     assert len(profiles) == 6 and (profiles["profile_tokens"] > 0).all() and (profiles["method"] == "Base").all()
-    qa = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_metrics WHERE domain = ?", "amazon-fixture")
+    qa = table_rows("qa_metrics", "amazon-fixture")
     assert sorted(qa["context"]) == ["10-H", "10H+P", "All-H", "P"] and (qa["n_examples"] == 3).all()
     qa_summary = _metadata(instance, "qa_metrics", "amazon-fixture")[0]["summary"].value
     assert sorted(r.data["context"] for r in qa_summary.records) == sorted(qa["context"])
-    qa_rows = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_example_scores WHERE domain = ?", "amazon-fixture")
+    qa_rows = table_rows("qa_example_scores", "amazon-fixture")
     assert int((~qa_rows["mc_parsed"]).sum()) == int(qa["mc_unparsed"].sum())  # unparseable answers are counted
-    ratings = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rating_metrics WHERE domain = ?", "amazon-fixture")
+    ratings = table_rows("rating_metrics", "amazon-fixture")
     assert set(ratings["vs_method"]) == {"Base", "blue"} and len(ratings) == 2 * len(qa)
     for row in ratings[ratings["vs_method"] == "Base"].itertuples():
         answers = qa_rows[qa_rows["context"] == row.context]
@@ -146,7 +142,7 @@ def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instan
     assert meta["reward_curve"].value.startswith("![training dynamics](data:image/png;base64,")
     assert [r.data["step"] for r in meta["validation_curve"].value.records] == [0, 2]
     assert len(meta["case_study"].value.records) == 3 * 2  # 3 users at the first and last validation
-    profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.generated_profiles WHERE domain = ?", "amazon-fixture")
+    profiles = table_rows("generated_profiles", "amazon-fixture")
     assert len(profiles) == 6 and set(profiles["method"]) == {"blue"} and set(profiles["model_version"]) == {version}
 
     assert _execute("profiler_training", instance, key, tiny_chat_dir, training={"config": TINY}).success
@@ -154,13 +150,13 @@ def test_trained_method_checkpoint_profiles_and_metrics_with_significance(instan
     assert meta2["trained_now"].value == 0 and meta2["resumed_from"].value == 2 and version2 == version
 
     assert _execute("evaluation", instance, "amazon-fixture", tiny_chat_dir).success
-    metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain = ?", "amazon-fixture")
+    metrics = table_rows("rec_metrics", "amazon-fixture")
     assert {("blue", "P"), ("blue", "10H+P"), ("Base", "P"), ("history", "10-H")} <= set(zip(metrics["method"], metrics["context"]))
     base = metrics[(metrics["method"] == "Base") & (metrics["context"] == "10H+P")].iloc[0]
     assert base["vs_context"] == "10H+P" and base["n_paired"] == 6 and 0.0 <= base["t_pvalue_vs_ref"] <= 1.0
     blue = metrics[metrics["method"] == "blue"]
     assert blue["t_pvalue_vs_ref"].isna().all()  # the reference itself
-    qa = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_metrics WHERE domain = ?", "amazon-fixture")
+    qa = table_rows("qa_metrics", "amazon-fixture")
     assert {("blue", "P"), ("blue", "10H+P")} <= set(zip(qa["method"], qa["context"]))
 
 
@@ -182,13 +178,13 @@ def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instanc
         saved = Path(meta["path"].value) / "model"  # the version must name the bytes that were saved
         assert version == meta["embedder_version"].value == f"model-{dir_content_hash(saved)}" == Embedder(saved).version
         assert meta["loss_curve"].value.startswith("![SCL loss](data:image/png")
-    pairs = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.scl_training_pairs WHERE domain = ?", "amazon-fixture")
+    pairs = table_rows("scl_training_pairs", "amazon-fixture")
     assert pairs.groupby("method")["context"].agg(set).to_dict() == {"history": {"10-H"}, "Base": {"10H+P"}, "blue": {"10H+P"}}
     assert pairs["user_id"].nunique() == 16
     checkpoint_version = _metadata(instance, "profiler_checkpoint", trained_blue)[1]
     versions = pairs.groupby("method")["profile_model_version"].agg(set).to_dict()
     assert versions["history"] == {""} and versions["blue"] == {checkpoint_version} and len(versions["Base"]) == 1
-    test_users = set(_query(f"SELECT user_id FROM {WAREHOUSE_SCHEMA}.filtered_histories WHERE domain = ? AND split = 'test'",
+    test_users = set(query(f"SELECT user_id FROM {WAREHOUSE_SCHEMA}.filtered_histories WHERE domain = ? AND split = 'test'",
                             "amazon-fixture")["user_id"])
     assert not test_users & set(pairs["user_id"])  # SCL never trains on a test user
 
@@ -202,7 +198,7 @@ def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instanc
     for domain in ("amazon-fixture", "target-fixture"):
         assert _execute("scl_evaluation", instance, domain, tiny_chat_dir).success
 
-    source = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.scl_metrics WHERE domain = ?", "amazon-fixture")
+    source = table_rows("scl_metrics", "amazon-fixture")
     assert set(zip(source["setting"], source["method"], source["context"])) == {
         (s, m, c) for s in ("cross-domain", "in-domain") for m, c in (("history", "10-H"), ("Base", "10H+P"), ("blue", "10H+P"))
     }
@@ -215,12 +211,12 @@ def test_scl_grid_cross_and_in_domain_with_significance_against_blue_scl(instanc
     assert (others["n_paired"] == 6).all() and others["t_pvalue_vs_ref"].between(0, 1).all()
     assert (others["vs_context"] == "10H+P").all()
 
-    target = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.scl_example_scores WHERE domain = ?", "target-fixture")
+    target = table_rows("scl_example_scores", "target-fixture")
     by_setting = target.groupby("setting")["train_domain"].agg(set).to_dict()
     assert by_setting == {"cross-domain": {"amazon-fixture"}, "in-domain": {"target-fixture"}}
     assert target.groupby("setting")["embedder_version"].nunique().to_dict() == {"cross-domain": 1, "in-domain": 1}
     assert target["embedder_version"].nunique() == 2 and (target["n_candidates"] == 100).all()
-    metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.scl_metrics WHERE domain = ?", "target-fixture")
+    metrics = table_rows("scl_metrics", "target-fixture")
     cross = metrics[metrics["setting"] == "cross-domain"].iloc[0]
     per_user = target[target["setting"] == "cross-domain"]["ndcg10"]
     assert cross["n_examples"] == len(per_user) == 6 and cross["ndcg10"] == pytest.approx(per_user.mean())
@@ -251,11 +247,11 @@ def test_ablation_variant_analyses_tsne_and_frontier(instance, trained_blue, tin
     for job in ("evaluation", "analyses"):
         assert _execute(job, instance, "amazon-fixture", tiny_chat_dir).success
 
-    table = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.ablation_metrics WHERE domain = ?", "amazon-fixture")
+    table = table_rows("ablation_metrics", "amazon-fixture")
     assert sorted(zip(table["method"], table["context"])) == [
         ("blue", "10H+P"), ("blue", "P"), ("blue-no-text", "10H+P"), ("blue-no-text", "P")]
-    scores = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_example_scores WHERE domain = ?", "amazon-fixture")
-    qa = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_example_scores WHERE domain = ?", "amazon-fixture")
+    scores = table_rows("rec_example_scores", "amazon-fixture")
+    qa = table_rows("qa_example_scores", "amazon-fixture")
     for context in ("P", "10H+P"):
         row = table[(table["method"] == "blue-no-text") & (table["context"] == context)].iloc[0]
         mean = {m: scores[(scores["method"] == m) & (scores["context"] == context)]["ndcg10"].mean()
@@ -270,7 +266,7 @@ def test_ablation_variant_analyses_tsne_and_frontier(instance, trained_blue, tin
     assert {r.data["method"] for r in meta["summary"].value.records} == {"blue", "blue-no-text"}
     assert table["training_steps"].eq(2).all() and meta["budget_mismatch"].value == "none"
 
-    coords = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.user_embedding_tsne WHERE domain = ? "
+    coords = query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.user_embedding_tsne WHERE domain = ? "
                     "ORDER BY method, context, user_id", "amazon-fixture")
     assert coords.groupby(["method", "context"]).size().to_dict() == {
         ("Base", "10H+P"): 6, ("blue", "10H+P"): 6, ("blue-no-text", "10H+P"): 6, ("history", "10-H"): 6,
@@ -279,10 +275,10 @@ def test_ablation_variant_analyses_tsne_and_frontier(instance, trained_blue, tin
     meta, version = _metadata(instance, "user_embedding_tsne", "amazon-fixture")
     assert meta["plot"].value.startswith("![t-SNE of user embeddings](data:image/png;base64,")
 
-    frontier = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.efficiency_frontier WHERE domain = ?", "amazon-fixture")
+    frontier = table_rows("efficiency_frontier", "amazon-fixture")
     assert sorted(zip(frontier["method"], frontier["context"])) == [
         ("Base", "10H+P"), ("blue", "10H+P"), ("blue-no-text", "10H+P"), ("history", "10-H"), ("history", "All-H")]
-    profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.generated_profiles WHERE domain = ?", "amazon-fixture")
+    profiles = table_rows("generated_profiles", "amazon-fixture")
     blue = frontier[frontier["method"] == "blue"].iloc[0]
     assert blue["generation_seconds"] == pytest.approx(profiles[profiles["method"] == "blue"]["seconds"].mean())
     assert blue["generation_seconds"] > 0 and (frontier["embedding_seconds"] > 0).all()
@@ -294,7 +290,7 @@ def test_ablation_variant_analyses_tsne_and_frontier(instance, trained_blue, tin
     assert [c.name for c in meta["summary"].value.schema.columns][:3] == ["domain", "method", "context"]
 
     assert _execute("analyses", instance, "amazon-fixture", tiny_chat_dir).success
-    again = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.user_embedding_tsne WHERE domain = ? "
+    again = query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.user_embedding_tsne WHERE domain = ? "
                    "ORDER BY method, context, user_id", "amazon-fixture")
     assert again[["x", "y"]].equals(coords[["x", "y"]])  # a rebuild gives identical coordinates
     assert _metadata(instance, "user_embedding_tsne", "amazon-fixture")[1] == version
@@ -313,7 +309,7 @@ def test_duet_zero_shot_is_a_partition_whose_profiles_come_from_the_base_weights
     assert _execute("profiler_training", instance, key, tiny_chat_dir, training={"config": TINY}).success
     meta, version = _metadata(instance, "profiler_checkpoint", key)
     assert meta["step"].value == 0 and meta["trained_now"].value == 0 and version == dir_content_hash(tiny_chat_dir)
-    profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.generated_profiles WHERE domain = ? AND method = ?",
+    profiles = query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.generated_profiles WHERE domain = ? AND method = ?",
                       "amazon-fixture", "duet-zero-shot")
     assert len(profiles) == 6 and set(profiles["model_version"]) == {version}
     assert (profiles["profile_tokens"] > 16).any()  # DUET's completion budget (192) overrides the resource's 16
@@ -324,12 +320,12 @@ def test_duet_zero_shot_is_a_partition_whose_profiles_come_from_the_base_weights
     # DUET's completions hold the scaffold's tags and its item block around the user profile that is read
     assert meta["mean_parsed_profile_tokens"].value < meta["mean_profile_tokens"].value
     assert _execute("evaluation", instance, "amazon-fixture", tiny_chat_dir).success
-    native = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.duet_rating_scores WHERE domain = ?", "amazon-fixture")
+    native = table_rows("duet_rating_scores", "amazon-fixture")
     assert len(native) == 3 and set(zip(native["method"], native["context"])) == {("duet-zero-shot", "10H+P+Pi")}
     for table in ("qa_example_scores", "rec_example_scores"):  # never a next-item or N@10 context
-        contexts = _query(f"SELECT DISTINCT context FROM {WAREHOUSE_SCHEMA}.{table} WHERE domain = ?", "amazon-fixture")
+        contexts = query(f"SELECT DISTINCT context FROM {WAREHOUSE_SCHEMA}.{table} WHERE domain = ?", "amazon-fixture")
         assert "10H+P+Pi" not in set(contexts["context"]), table
-    ratings = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rating_metrics WHERE domain = ? AND context = ?",
+    ratings = query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rating_metrics WHERE domain = ? AND context = ?",
                      "amazon-fixture", "10H+P+Pi")
     row = ratings[ratings["vs_method"] == "Base"].iloc[0]
     assert row["method"] == "duet-zero-shot" and row["vs_context"] == "10H+P" and row["n_paired"] == 3

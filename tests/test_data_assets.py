@@ -3,17 +3,16 @@ with the old users' rows; a broken registry entry fails its own partition with t
 
 import json
 
-import duckdb
 import pytest
 import yaml
 from dagster import AssetSelection, DagsterInstance, load_assets_from_modules, materialize
 
 from assets import data
 from orchestration.resources import local_resources
-from resources.settings import settings, warehouse_path
-from resources.warehouse import WAREHOUSE_SCHEMA
+from resources.settings import settings
 from tests.conftest import SHRINKING_AMAZON, TEST_DATA
 from tests.native_files import write_amazon_domain
+from tests.warehouse_query import table_rows
 
 DATA_ASSETS = load_assets_from_modules([data])
 TABLES = AssetSelection.groups("data") - AssetSelection.assets("raw_domain_files")
@@ -25,8 +24,7 @@ def _materialize(domain: str):
 
 
 def _rows(table: str, domain: str) -> int:
-    with duckdb.connect(warehouse_path(), read_only=True) as con:
-        return con.execute(f"SELECT count(*) FROM {WAREHOUSE_SCHEMA}.{table} WHERE domain = ?", [domain]).fetchone()[0]
+    return len(table_rows(table, domain))
 
 
 def _checks(result) -> dict[str, object]:

@@ -3,15 +3,14 @@ same night changes nothing."""
 
 import json
 
-import duckdb
 from dagster import AssetKey, DagsterInstance
 
 from orchestration.definitions import defs
-from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
 from tests.conftest import REFRESH_AMAZON
 from tests.native_files import amazon_review
 from tests.tiny_llm import tiny_run_resources
+from tests.warehouse_query import query
 
 DOMAIN = "refresh-fixture"
 TABLES = ["filtered_histories", "candidate_sets", "base_profiles", "rec_example_scores", "rec_metrics", "qa_metrics",
@@ -35,10 +34,7 @@ def _refresh(instance, tiny_chat_dir):
 
 
 def _profiles():
-    with duckdb.connect(warehouse_path(), read_only=True) as con:
-        return con.execute(
-            f"SELECT user_id, profile FROM {WAREHOUSE_SCHEMA}.base_profiles WHERE domain = ? ORDER BY user_id", [DOMAIN]
-        ).fetchdf()
+    return query(f"SELECT user_id, profile FROM {WAREHOUSE_SCHEMA}.base_profiles WHERE domain = ? ORDER BY user_id", DOMAIN)
 
 
 def test_refresh_regenerates_only_changed_users_and_is_idempotent(tiny_chat_dir):

@@ -1,27 +1,19 @@
 """The default graph end to end on real data with the real models: the packaged MovieLens-100K, the packaged
 SmolLM2-135M-Instruct as profiler and judge, the packaged MiniLM as embedder, into a real DuckDB file."""
 
-import duckdb
 import pytest
 from dagster import DagsterInstance
 
 from orchestration.definitions import defs
-from resources.settings import warehouse_path
 from resources.warehouse import WAREHOUSE_SCHEMA
-
-
-def _query(sql, *params):
-    with duckdb.connect(warehouse_path(), read_only=True) as con:
-        return con.execute(sql, list(params)).fetchdf()
+from tests.warehouse_query import query, table_rows
 
 
 def _other_domains_metrics():
-    with duckdb.connect(warehouse_path(), read_only=True) as con:
-        tables = set(con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = ?",
-                                 [WAREHOUSE_SCHEMA]).fetchdf()["table_name"])
+    tables = set(query("SELECT table_name FROM information_schema.tables WHERE table_schema = ?", WAREHOUSE_SCHEMA)["table_name"])
     if "rec_metrics" not in tables:
         return None
-    rows = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain <> ?", "ml-100k")
+    rows = query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain <> ?", "ml-100k")
     return rows.sort_values(list(rows.columns)).reset_index(drop=True)
 
 
@@ -30,19 +22,19 @@ def test_real_ml100k_slice():
     before = _other_domains_metrics()
     with DagsterInstance.ephemeral() as instance:
         assert defs.resolve_job_def("default_graph").execute_in_process(partition_key="ml-100k", instance=instance).success
-    metrics = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.rec_metrics WHERE domain = ?", "ml-100k")
+    metrics = table_rows("rec_metrics", "ml-100k")
     assert sorted(metrics["context"]) == ["10-H", "10H+P", "All-H", "P"]
     assert (metrics["n_examples"] == 12).all()  # PROFILEKIT_MAX_EVAL_USERS in conftest
     assert ((metrics["recall10"] > 0) & (metrics["recall10"] <= 1)).all()
-    counts = _query(
+    counts = query(
         f"SELECT split, count(*) AS n FROM {WAREHOUSE_SCHEMA}.candidate_sets WHERE domain = ? GROUP BY split ORDER BY split",
         "ml-100k",
     )
     n_test = round(0.2 * 943)
     assert counts.set_index("split")["n"].to_dict() == {"test": 100 * n_test, "train": 129 * (943 - n_test)}
-    profiles = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.base_profiles WHERE domain = ?", "ml-100k")
+    profiles = table_rows("base_profiles", "ml-100k")
     assert len(profiles) == 12 and (profiles["profile_tokens"] > 0).all()
-    qa = _query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.qa_metrics WHERE domain = ?", "ml-100k")
+    qa = table_rows("qa_metrics", "ml-100k")
     assert sorted(qa["context"]) == ["10-H", "10H+P", "All-H", "P"] and (qa["n_examples"] == 3).all()
     after = _other_domains_metrics()
     if before is None:
