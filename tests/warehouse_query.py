@@ -4,7 +4,7 @@ import duckdb
 import pandas as pd
 
 from resources.settings import warehouse_path
-from resources.warehouse import WAREHOUSE_SCHEMA
+from resources.warehouse import DuckDBWarehouseReader
 
 
 def query(sql: str, *params: object) -> pd.DataFrame:
@@ -13,5 +13,5 @@ def query(sql: str, *params: object) -> pd.DataFrame:
 
 
 def table_rows(table: str, domain: str) -> pd.DataFrame:
-    """Every row a table of the warehouse holds for one domain."""
-    return query(f"SELECT * FROM {WAREHOUSE_SCHEMA}.{table} WHERE domain = ?", domain)
+    """Every row a table of the warehouse holds for one domain, read as the assets read them."""
+    return DuckDBWarehouseReader(database=str(warehouse_path())).domain_rows(table, domain)
