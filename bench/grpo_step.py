@@ -10,9 +10,10 @@ rarely constant). A step is everything from sampling the rollouts to having the 
   `Sampler.generate` (each prompt prefilled once, its KV cache shared by its G rollouts), reward,
   `PolicyTrainer.step` (reference log-probs and the policy's forward + backward in one jitted function; no
   old-policy pass since there is one update per batch), then `write_into` + `reload_weights`; "ours" in f32,
-  "ours-bf16" in bf16 (bf16 sampler weights, bf16 dots with f32 accumulation and masters); "ours-bf16-ynn" the
-  same with the update compiled as the sampler is, with XLA:CPU's YNNPACK fusions (the step's default before
-  2026-12-07; `profilekit.llm.grpo_step.CPU_UPDATE_COMPILER_OPTIONS`);
+  "ours-bf16" in bf16 (bf16 sampler weights, bf16 dots with f32 accumulation and masters; the update's dots
+  through whichever of XLA:CPU's paths `profilekit.llm.grpo_step.faster_cpu_dot_path` finds faster on this CPU);
+  "ours-bf16-ynn" and "ours-bf16-eigen" the same with the update's dots forced through YNNPACK (XLA:CPU's default,
+  as the sampler's) or through Eigen;
 - ours-lora: the same trainer in bf16 with LoRA (--lora-rank, --lora-alpha, on every projection of every layer):
   `AdapterTrainer.step` (the base weights are the reference, no dW dots, optimizer over the adapters only), then
   the adapters merged into the sampler's weights;
@@ -33,7 +34,7 @@ These are measurements for docs, not tests: they depend on the machine and on wh
 
     .venv/bin/python bench/grpo_step.py [--model DIR] [--prompts 4] [--rollouts 4] [--new-tokens 85] [--steps 3]
                                         [--warmup 1] [--lora-rank 16] [--lora-alpha 32]
-                                        [--only ours,ours-bf16,ours-bf16-ynn,ours-lora,tunix,trl]
+                                        [--only ours,ours-bf16,ours-bf16-ynn,ours-bf16-eigen,ours-lora,tunix,trl]
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEFAULT_MODEL = ROOT / ".data/store/profiler_base_weights/smollm2-135m-instruct/hf"
-CONTENDERS = ("ours", "ours-bf16", "ours-bf16-ynn", "ours-lora", "tunix", "trl")
+CONTENDERS = ("ours", "ours-bf16", "ours-bf16-ynn", "ours-bf16-eigen", "ours-lora", "tunix", "trl")
 MOVIES = [
     "[Toy Story (1995) | 5]", "[Heat (1995) | 4]", "[Fargo (1996) | 5]", "[Casablanca (1942) | 4]",
     "[Alien (1979) | 4]", "[The Godfather (1972) | 5]", "[Jumanji (1995) | 3]", "[Braveheart (1995) | 4]",
@@ -138,10 +139,18 @@ def run_ours(args: argparse.Namespace, dtype: str = "float32", lora: bool = Fals
 
 
 def run_ours_ynn_update(args: argparse.Namespace) -> dict:
-    """ours-bf16 with the update compiled with XLA:CPU's default options (YNNPACK fusions), as the sampler is."""
+    """ours-bf16 with the update's dots through YNNPACK (XLA:CPU's default, as the sampler's)."""
     from profilekit.llm import grpo_step
 
-    grpo_step.CPU_UPDATE_COMPILER_OPTIONS = {}
+    grpo_step.faster_cpu_dot_path = lambda dtype: "ynnpack"
+    return run_ours(args, "bfloat16")
+
+
+def run_ours_eigen_update(args: argparse.Namespace) -> dict:
+    """ours-bf16 with the update's dots through Eigen (`grpo_step.EIGEN_DOTS`)."""
+    from profilekit.llm import grpo_step
+
+    grpo_step.faster_cpu_dot_path = lambda dtype: "eigen"
     return run_ours(args, "bfloat16")
 
 
@@ -297,6 +306,7 @@ def run_trl(args: argparse.Namespace) -> dict:
 
 
 RUNNERS = {"ours": run_ours, "ours-bf16": lambda args: run_ours(args, "bfloat16"), "ours-bf16-ynn": run_ours_ynn_update,
+           "ours-bf16-eigen": run_ours_eigen_update,
            "ours-lora": lambda args: run_ours(args, "bfloat16", lora=True), "tunix": run_tunix, "trl": run_trl}
 
 
@@ -362,7 +372,7 @@ def report(results: dict[str, dict | None], warmup: int, args: argparse.Namespac
             continue
         warm = " + ".join(f"{s:.2f}" for s in result["step_seconds"][:warmup])
         steady = _steady(result, warmup)
-        floor = roofline_seconds(args.model, result, args.rollouts, name in ("ours-bf16", "ours-bf16-ynn", "ours-lora"),
+        floor = roofline_seconds(args.model, result, args.rollouts, name in ("ours-bf16", "ours-bf16-ynn", "ours-bf16-eigen", "ours-lora"),
                                  args.remat if name.startswith("ours") else name == "trl", lora=name == "ours-lora")
         print(
             f"| {name} | {warm} | {steady:.2f} | {floor:.2f} | {floor / steady:.0%} | "

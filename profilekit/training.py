@@ -364,6 +364,8 @@ def train_profiler(
     lora = config.lora
     trainer = (PolicyTrainer(policy.lm.model, tx, geometry) if lora is None
                else AdapterTrainer(policy.lm.model, tx, geometry, lora, config.seed))
+    if lora is None and trainer.dot_path:
+        log(f"the update's dots run through {trainer.dot_path}, the faster of XLA:CPU's two paths on this CPU")
     meta = {"base_version": policy.version, "lora": None if lora is None else asdict(lora)}
     store = CheckpointStore(checkpoint_dir)
     history: list[dict] = []

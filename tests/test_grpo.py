@@ -140,9 +140,9 @@ def test_the_trainer_layout_round_trips_through_checkpoints(family):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b).astype(a.dtype))
 
 
-def test_on_cpu_the_update_is_compiled_without_ynnpack_fusions_and_computes_the_same_step(monkeypatch):
-    """The update's own compiler options keep XLA:CPU's YNNPACK fusions out of it (the sampler keeps them); the
-    step they compile must equal the one compiled with XLA's defaults."""
+def test_the_update_computes_the_same_step_through_either_cpu_dot_path(monkeypatch):
+    """The update compiled with YNNPACK's fusions and with Eigen's dots (XLA:CPU's two paths, of which the trainer
+    takes the faster on its CPU) must give the same steps."""
     import optax
 
     from profilekit.llm import grpo_step
@@ -151,22 +151,38 @@ def test_on_cpu_the_update_is_compiled_without_ynnpack_fusions_and_computes_the_
     prompt, valid, completion, mask, adv, _ = _batch()
     geometry = grpo_step.StepGeometry(samples=G, epsilon=0.2, beta=0.01, chunk=3, compute_dtype="bfloat16")
 
-    def compiled_and_step(options):
-        monkeypatch.setattr(grpo_step, "CPU_UPDATE_COMPILER_OPTIONS", options)
+    def compiled_and_step(dot_path):
+        monkeypatch.setattr(grpo_step, "faster_cpu_dot_path", lambda dtype: dot_path)
         trainer = grpo_step.PolicyTrainer(load_lm(path).model, optax.adamw(1e-2), geometry)
+        assert trainer.dot_path == dot_path
         batch = tuple(jnp.asarray(x) for x in (prompt, valid, completion, mask, adv))
         hlo = trainer._step.lower(trainer.params, trainer.rest, trainer.opt_state, trainer.ref_params,
-                                  batch).compile().as_text()
+                                  batch).compile(compiler_options=grpo_step.CPU_DOT_PATHS[dot_path]).as_text()
         first = trainer.step(prompt, valid, completion, mask, adv)
         return hlo, [first, trainer.step(prompt, valid, completion, mask, -adv)]  # the second after an update
 
-    without_ynn, ours = compiled_and_step(grpo_step.CPU_UPDATE_COMPILER_OPTIONS)
-    with_ynn, defaults = compiled_and_step({})
-    assert "__ynn_fusion" in with_ynn and "__ynn_fusion" not in without_ynn
-    assert ours[1]["kl"] > 0
+    with_eigen, eigen = compiled_and_step("eigen")
+    with_ynn, ynn = compiled_and_step("ynnpack")
+    assert "__ynn_fusion" in with_ynn and "__ynn_fusion" not in with_eigen
+    assert eigen[1]["kl"] > 0
     for step in (0, 1):
         for key in ("loss", "kl", "grad_norm"):
-            assert ours[step][key] == pytest.approx(defaults[step][key], rel=1e-4, abs=1e-7)
+            assert eigen[step][key] == pytest.approx(ynn[step][key], rel=1e-4, abs=1e-7)
+
+
+def test_the_update_takes_the_cpu_dot_path_whose_probe_is_faster(monkeypatch):
+    from profilekit.llm import grpo_step
+
+    # The real probe on this machine: both paths compile and run, and the choice is one of them.
+    assert all(t > 0 for t in grpo_step._probe_seconds(grpo_step.EIGEN_DOTS, "bfloat16"))
+    assert grpo_step.faster_cpu_dot_path("bfloat16") in grpo_step.CPU_DOT_PATHS
+    for slow, fast in (("ynnpack", "eigen"), ("eigen", "ynnpack")):
+        seconds = {slow: [0.3, 0.3, 0.01], fast: [0.25, 0.25, 0.25]}  # slower at the median, faster at the mean
+        monkeypatch.setattr(grpo_step, "_probe_seconds",
+                            lambda options, dtype: seconds["eigen" if options else "ynnpack"])
+        grpo_step.faster_cpu_dot_path.cache_clear()
+        assert grpo_step.faster_cpu_dot_path("float32") == fast
+    grpo_step.faster_cpu_dot_path.cache_clear()
 
 
 def test_loss_terms_on_a_hand_made_case():

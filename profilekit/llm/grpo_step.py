@@ -20,10 +20,11 @@ aggregation (tokens of a rollout averaged, then rollouts). What differs is only 
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
+from functools import cache, partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -33,17 +34,55 @@ from profilekit.llm.model import hidden_states, project_logits
 
 LOG_RATIO_CLAMP = 20.0
 
-# XLA:CPU's YNNPACK fusions (its default for dots) speed up the sampler's decode but slow the update's large
-# forward/backward dots against Eigen's (bench/xla_cpu_dots.py, bench/grpo_step.py contender ours-bf16-ynn), so on
-# CPU the update alone is compiled without them. Other backends have no such option.
-CPU_UPDATE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# XLA:CPU runs bf16 dots through YNNPACK by default, or through Eigen with EIGEN_DOTS. Which of the two runs the
+# update's large forward/backward dots faster depends on the CPU (bench/grpo_step.py, ours-bf16 against
+# ours-bf16-ynn: the update took 0.77x the time with Eigen on a Xeon of family 6 model 207, 0.61x with YNNPACK on a
+# Zen 4 EPYC; docs/RESULTS.md), so the update is compiled with whichever this CPU runs faster on a dot of the
+# update's kind. The sampler keeps XLA's defaults (YNNPACK), faster for its small decode dots on both.
+EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+YNNPACK_DOTS: dict[str, str] = {}
+CPU_DOT_PATHS = {"ynnpack": YNNPACK_DOTS, "eigen": EIGEN_DOTS}
+# The probe: the MLP up-projection of SmolLM2-135M over a batch of 16 rollouts x 128 tokens, timed forward, as
+# the weight gradient and as the input gradient (bench/xla_cpu_dots.py times the same three at full size).
+_PROBE_SHAPE = (16 * 128, 576, 1536)
+_PROBE_ROUNDS = 5
 
 
-def update_compiler_options(params) -> dict[str, str]:
-    """XLA options for compiling the update of `params` (a pytree of arrays): `CPU_UPDATE_COMPILER_OPTIONS` when
-    they live on CPU devices, none otherwise."""
+def _probe_seconds(options: dict[str, str], dtype: str) -> list[float]:
+    """Seconds of one round of the probe's three dots, compiled with `options`, for each of `_PROBE_ROUNDS`
+    rounds (after one warm-up round)."""
+    import time
+
+    tokens, d_in, d_out = _PROBE_SHAPE
+    x, w, dy = (jnp.ones(s, dtype) for s in ((tokens, d_in), (d_in, d_out), (tokens, d_out)))
+
+    def dot(a, b, contract):
+        return jax.lax.dot_general(a, b, (contract, ((), ())), preferred_element_type=jnp.float32)
+
+    probe = jax.jit(lambda x, w, dy: (dot(x, w, ((1,), (0,))), dot(x, dy, ((0,), (0,))), dot(dy, w, ((1,), (1,)))))
+    compiled = probe.lower(x, w, dy).compile(compiler_options=options)
+    jax.block_until_ready(compiled(x, w, dy))
+    times = []
+    for _ in range(_PROBE_ROUNDS):
+        started = time.perf_counter()
+        jax.block_until_ready(compiled(x, w, dy))
+        times.append(time.perf_counter() - started)
+    return times
+
+
+@cache
+def faster_cpu_dot_path(dtype: str) -> str:
+    """"ynnpack" or "eigen": the dot path of `CPU_DOT_PATHS` whose probe takes less time at its median on this
+    CPU, for dots in `dtype` (measured once per process)."""
+    median = {name: float(np.median(_probe_seconds(options, dtype))) for name, options in CPU_DOT_PATHS.items()}
+    return min(median, key=median.get)
+
+
+def update_dot_path(params, compute_dtype: str) -> str | None:
+    """The CPU dot path the update of `params` (a pytree of arrays) is compiled with, None off CPU (other backends
+    have no such choice)."""
     platforms = {d.platform for leaf in jax.tree.leaves(params) for d in leaf.devices()}
-    return dict(CPU_UPDATE_COMPILER_OPTIONS) if platforms == {"cpu"} else {}
+    return faster_cpu_dot_path(compute_dtype) if platforms == {"cpu"} else None
 
 
 def _logps_of_tokens(project, hidden, tokens, chunk: int, temperature: float):
@@ -278,8 +317,9 @@ class PolicyTrainer:
         self.tx = tx
         self.opt_state = committed(tx.init(self.params), self.params)
         self.geometry = geometry
+        self.dot_path = update_dot_path(self.params, geometry.compute_dtype)
         self._step = jax.jit(partial(_train_step, self.layout, tx, geometry), donate_argnums=(0, 2),
-                             compiler_options=update_compiler_options(self.params))
+                             compiler_options=CPU_DOT_PATHS.get(self.dot_path, {}))
 
     def step(self, prompt, valid, completion, mask, advantages) -> dict[str, float]:
         self.params, self.opt_state, aux = self._step(
