@@ -37,35 +37,47 @@ LOG_RATIO_CLAMP = 20.0
 # XLA:CPU runs bf16 dots through YNNPACK by default, or through Eigen with EIGEN_DOTS. Which of the two runs the
 # update's large forward/backward dots faster depends on the CPU (bench/grpo_step.py, ours-bf16 against
 # ours-bf16-ynn: the update took 0.77x the time with Eigen on a Xeon of family 6 model 207, 0.61x with YNNPACK on a
-# Zen 4 EPYC; docs/RESULTS.md), so the update is compiled with whichever this CPU runs faster on a dot of the
-# update's kind. The sampler keeps XLA's defaults (YNNPACK), faster for its small decode dots on both.
+# Zen 4 EPYC; docs/RESULTS.md), so the update is compiled with whichever this CPU runs faster on a small piece of
+# the update (the probe below). The sampler keeps XLA's defaults (YNNPACK), faster for its small decode dots on both.
 EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 YNNPACK_DOTS: dict[str, str] = {}
 CPU_DOT_PATHS = {"ynnpack": YNNPACK_DOTS, "eigen": EIGEN_DOTS}
-# The probe: the MLP up-projection of SmolLM2-135M over a batch of 16 rollouts x 128 tokens, timed forward, as
-# the weight gradient and as the input gradient (bench/xla_cpu_dots.py times the same three at full size).
-_PROBE_SHAPE = (16 * 128, 576, 1536)
+# The probe: loss and gradient of two residual blocks (an attention-sized and the MLP's projections) of
+# SmolLM2-135M's widths over 2,048 tokens, with the update's casts around the dots. Its dots alone do not predict the
+# update (on the Zen 4 they take the same time on either path, while the update is 0.61x with YNNPACK); with their
+# casts, elementwise work and backward pass they do (0.87x there).
+_PROBE_WIDTHS = (2048, 576, 1536)
 _PROBE_ROUNDS = 5
 
 
 def _probe_seconds(options: dict[str, str], dtype: str) -> list[float]:
-    """Seconds of one round of the probe's three dots, compiled with `options`, for each of `_PROBE_ROUNDS`
-    rounds (after one warm-up round)."""
+    """Seconds of each of `_PROBE_ROUNDS` runs of the probe compiled with `options` and computing in `dtype`
+    (after one warm-up run)."""
     import time
 
-    tokens, d_in, d_out = _PROBE_SHAPE
-    x, w, dy = (jnp.ones(s, dtype) for s in ((tokens, d_in), (d_in, d_out), (tokens, d_out)))
+    tokens, d, f = _PROBE_WIDTHS
+    compute = jnp.dtype(dtype)
 
-    def dot(a, b, contract):
-        return jax.lax.dot_general(a, b, (contract, ((), ())), preferred_element_type=jnp.float32)
+    def dot(a, w):
+        return jnp.dot(a, w.astype(compute), preferred_element_type=jnp.float32)
 
-    probe = jax.jit(lambda x, w, dy: (dot(x, w, ((1,), (0,))), dot(x, dy, ((0,), (0,))), dot(dy, w, ((1,), (1,)))))
-    compiled = probe.lower(x, w, dy).compile(compiler_options=options)
-    jax.block_until_ready(compiled(x, w, dy))
+    def loss(p, x):
+        h = x.astype(compute)
+        for _ in range(2):
+            mlp = (jax.nn.silu(dot(h, p["gate"])) * dot(h, p["up"])).astype(compute)
+            h = (h.astype(jnp.float32) + dot(h, p["attention"]) + dot(mlp, p["down"])).astype(compute)
+        return jnp.mean(jnp.square(h.astype(jnp.float32)))
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 5)
+    params = {name: 0.02 * jax.random.normal(k, shape) for name, k, shape in
+              zip(("attention", "up", "gate", "down"), keys, ((d, d), (d, f), (d, f), (f, d)))}
+    x = jax.random.normal(keys[4], (tokens, d))
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(params, x).compile(compiler_options=options)
+    jax.block_until_ready(compiled(params, x))
     times = []
     for _ in range(_PROBE_ROUNDS):
         started = time.perf_counter()
-        jax.block_until_ready(compiled(x, w, dy))
+        jax.block_until_ready(compiled(params, x))
         times.append(time.perf_counter() - started)
     return times
 
