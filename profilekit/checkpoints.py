@@ -20,11 +20,12 @@ class CheckpointStore:
     """orbax step checkpoints: policy parameters, optimizer state, the run's log (any JSON value) and the
     parameters' meta ({"base_version", "lora": LoraConfig fields or None}), the last two kept."""
 
-    def __init__(self, directory: Path | str, max_to_keep: int = 2):
+    def __init__(self, directory: Path | str, max_to_keep: int = 2, read_only: bool = False):
+        """`read_only` for reading a run that another process may be writing: nothing is created or removed."""
         self.directory = Path(directory).resolve()
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not read_only, read_only=read_only),
             item_names=("params", "opt_state", "log", "meta"),
         )
 
@@ -46,6 +47,10 @@ class CheckpointStore:
             items["opt_state"] = ocp.args.StandardRestore(opt_state)
         out = self.manager.restore(step, args=ocp.args.Composite(**items))
         return out["params"], out.get("opt_state") if opt_state is not None else None, out["log"]
+
+    def log(self, step: int) -> list | dict:
+        """The run's log saved with `step`, without its parameters."""
+        return self.manager.restore(step, args=ocp.args.Composite(log=ocp.args.JsonRestore()))["log"]
 
     def meta(self, step: int) -> dict:
         """The meta saved with `step`; {} for a checkpoint saved without (full fine-tune, before meta existed)."""

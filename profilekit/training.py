@@ -30,7 +30,7 @@ from profilekit.llm.grpo_step import PolicyTrainer, StepGeometry
 from profilekit.llm.lora import ALL_PROJECTIONS, AdapterTrainer, LoraConfig
 from profilekit.llm.sampler import SamplingConfig
 from profilekit.methods import Method, RewardInputs
-from profilekit.metrics import ndcg_at_k, recall_at_k, target_ranks
+from profilekit.metrics import ndcg_at_k, paired_significance, recall_at_k, target_ranks
 from profilekit.profiler import ChatLM, profile_conversations
 from profilekit.progress import progress_bar
 from profilekit.prompts import PROFILE_PROMPTS, ProfilePrompt
@@ -258,6 +258,41 @@ def validation_summary(validation: list[dict]) -> dict[str, float]:
         out[f"validation_ndcg10_{name}_first"] = first[f"{view}/ndcg10"]
         out[f"validation_ndcg10_{name}_last"] = last[f"{view}/ndcg10"]
     return out
+
+
+def validation_gains(validation: list[dict]) -> pd.DataFrame:
+    """The validation curve with each point's paired gain over the first on the same users: mean reward, gain,
+    its standard error and the paired t-test's p (none for records without per-user rewards), and the downstream
+    NDCG@10 of both views."""
+    rows, first = [], np.asarray(validation[0].get("rewards", []), float) if validation else np.array([])
+    for record in validation:
+        row = {"step": record["step"], "reward": record["reward_mean"]}
+        users = np.asarray(record.get("rewards", []), float)
+        if record is not validation[0] and len(users) == len(first) >= 2:
+            test = paired_significance(users, first)
+            row |= {"gain": test["mean_diff"], "gain_se": float((users - first).std(ddof=1) / np.sqrt(len(users))),
+                    "gain_p": test["t_pvalue"]}
+        rows.append(row | {"P_ndcg10": record["P/ndcg10"], "10H+P_ndcg10": record["10H+P/ndcg10"]})
+    return pd.DataFrame(rows, columns=["step", "reward", "gain", "gain_se", "gain_p", "P_ndcg10", "10H+P_ndcg10"])
+
+
+def step_log_blocks(log: list[dict], block: int) -> pd.DataFrame:
+    """The step log in blocks of `block` steps: the mean of the reward and of every logged reward term, the KL at
+    the block's last step, the mean completion length and the median seconds of a step, its rollout and its
+    update."""
+    frame = pd.DataFrame(log)
+    if frame.empty:
+        return frame
+    frame["block"] = (frame["step"] - 1) // block
+    terms = ["reward_mean", *sorted(c for c in frame.columns if c.startswith("reward/"))]
+    blocks = frame.groupby("block")
+    out = blocks[terms].mean()
+    out.insert(0, "steps", blocks["step"].agg(lambda s: f"{s.min()}-{s.max()}"))
+    out["kl_last"] = blocks["kl"].last()
+    out["completion_tokens"] = blocks["completion_tokens_mean"].mean()
+    for column in ("seconds", "seconds_rollout", "seconds_update"):
+        out[f"median_{column}"] = blocks[column].median()
+    return out.reset_index(drop=True)
 
 
 def training_reward_trend(log: list[dict], users_per_step: int, train_users: int) -> dict[str, float]:

@@ -20,9 +20,11 @@ from profilekit.training import (
     RewardModels,
     TrainingExamples,
     case_study,
+    step_log_blocks,
     train_profiler,
     training_reward_trend,
     validate,
+    validation_gains,
     validation_summary,
 )
 from tests.training_setup import setup
@@ -154,6 +156,12 @@ def test_a_resumed_run_keeps_its_validation_curve(tiny_chat_dir, tmp_path):
                            log=lambda _: None, validation=held_out)
     assert again.resumed_from == 1 and [r["step"] for r in again.validation] == [0, 2, 4]  # no extra point at 1
 
+    from jobs.run_report import report
+
+    text = report(tmp_path / "killed", block=2)  # read back from the checkpoints, as beside a running job
+    assert text.splitlines()[0].endswith("last saved step 4")
+    assert "| 1-2 " in text and "| 3-4 " in text and "validation (gain" in text
+
 
 @pytest.mark.fast
 def test_validation_users_are_train_users_held_out_by_a_stable_hash():
@@ -194,6 +202,35 @@ def test_validation_summary_and_case_study_pick_first_middle_and_last():
     assert study["step"].tolist() == [0, 8, 12] * 3 and study["user_id"].tolist()[:3] == ["a"] * 3
     assert study["profile"].iloc[1] == "a at 8"
     assert validation_summary([]) == {} and case_study([]).empty
+
+
+@pytest.mark.fast
+def test_validation_gains_pair_each_point_with_the_first_on_the_same_users():
+    from scipy import stats
+
+    curve = [_record(0, 0.2, 0.05), _record(4, 0.5, 0.04)]
+    curve[1]["rewards"] = [0.3, 0.5, 0.7]  # per-user gains 0.2, 0.3, 0.4
+    table = validation_gains(curve)
+    assert table["step"].tolist() == [0, 4] and np.isnan(table["gain"].iloc[0])
+    assert table["gain"].iloc[1] == pytest.approx(0.3)
+    assert table["gain_se"].iloc[1] == pytest.approx(0.1 / np.sqrt(3))
+    # t = 0.3 / (0.1 / sqrt 3) on 2 degrees of freedom, two-sided
+    assert table["gain_p"].iloc[1] == pytest.approx(2 * stats.t.sf(0.3 / (0.1 / np.sqrt(3)), 2))
+    assert table["10H+P_ndcg10"].tolist() == pytest.approx([0.04, 0.1])
+    unpaired = validation_gains([{**r, "rewards": []} for r in curve])
+    assert unpaired["gain"].isna().all() and validation_gains([]).empty
+
+
+@pytest.mark.fast
+def test_the_step_log_in_blocks_averages_terms_and_takes_the_last_kl_and_median_seconds():
+    log = [{"step": s, "reward_mean": float(s), "reward/a": 2.0 * s, "kl": s / 100, "completion_tokens_mean": 10.0,
+            "seconds": float(s * s), "seconds_rollout": 1.0, "seconds_update": float(s)} for s in range(1, 6)]
+    blocks = step_log_blocks(log, 2)
+    assert blocks["steps"].tolist() == ["1-2", "3-4", "5-5"]
+    assert blocks["reward_mean"].tolist() == [1.5, 3.5, 5.0] and blocks["reward/a"].tolist() == [3.0, 7.0, 10.0]
+    assert blocks["kl_last"].tolist() == [0.02, 0.04, 0.05]
+    assert blocks["median_seconds"].tolist() == [2.5, 12.5, 25.0]
+    assert step_log_blocks([], 2).empty
 
 
 @pytest.mark.fast
