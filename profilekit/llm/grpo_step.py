@@ -20,6 +20,7 @@ aggregation (tokens of a rollout averaged, then rollouts). What differs is only 
 from __future__ import annotations
 
 import dataclasses
+import time
 from functools import cache, partial
 
 import jax
@@ -45,7 +46,8 @@ CPU_DOT_PATHS = {"ynnpack": YNNPACK_DOTS, "eigen": EIGEN_DOTS}
 # The probe: loss and gradient of two residual blocks (an attention-sized and the MLP's projections) of
 # SmolLM2-135M's widths over 2,048 tokens, with the update's casts around the dots. Its dots alone do not predict the
 # update (on the Zen 4 they take the same time on either path, while the update is 0.61x with YNNPACK); with their
-# casts, elementwise work and backward pass they do (0.87x there).
+# casts, elementwise work and backward pass they point the same way as the update (0.87-0.95x there; the probe has
+# not run on the Xeon, whose bare bf16 dots were 1.25-1.49x faster through Eigen).
 _PROBE_WIDTHS = (2048, 576, 1536)
 _PROBE_ROUNDS = 5
 
@@ -53,8 +55,6 @@ _PROBE_ROUNDS = 5
 def _probe_seconds(options: dict[str, str], dtype: str) -> list[float]:
     """Seconds of each of `_PROBE_ROUNDS` runs of the probe compiled with `options` and computing in `dtype`
     (after one warm-up run)."""
-    import time
-
     tokens, d, f = _PROBE_WIDTHS
     compute = jnp.dtype(dtype)
 
