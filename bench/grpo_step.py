@@ -372,7 +372,8 @@ def report(results: dict[str, dict | None], warmup: int, args: argparse.Namespac
             continue
         warm = " + ".join(f"{s:.2f}" for s in result["step_seconds"][:warmup])
         steady = _steady(result, warmup)
-        floor = roofline_seconds(args.model, result, args.rollouts, name in ("ours-bf16", "ours-bf16-ynn", "ours-bf16-eigen", "ours-lora"),
+        bf16 = name in ("ours-bf16", "ours-bf16-ynn", "ours-bf16-eigen", "ours-lora")
+        floor = roofline_seconds(args.model, result, args.rollouts, bf16,
                                  args.remat if name.startswith("ours") else name == "trl", lora=name == "ours-lora")
         print(
             f"| {name} | {warm} | {steady:.2f} | {floor:.2f} | {floor / steady:.0%} | "

@@ -1,6 +1,6 @@
 """What a GRPO run has done so far, read from its checkpoint directory while it trains or after: the step log in
-blocks of steps, the on-policy training reward's trend, and the validation curve with each point's paired gain
-over the first validation on the same users. Reads without writing, so it is safe beside the running job.
+blocks of steps and the validation curve with each point's paired gain over the first validation on the same
+users. Reads without writing, so it is safe beside the running job.
 
     python -m jobs.run_report <checkpoint dir> [--block 25]
 
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint_dir", type=Path)
     parser.add_argument("--block", type=int, default=25, help="steps per row of the step log")
     args = parser.parse_args(argv)
+    if args.block < 1:
+        parser.error(f"--block must be at least 1, got {args.block}")
     absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns about every read-only manager
     try:
         print(report(args.checkpoint_dir, args.block))

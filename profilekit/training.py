@@ -262,24 +262,27 @@ def validation_summary(validation: list[dict]) -> dict[str, float]:
 
 def validation_gains(validation: list[dict]) -> pd.DataFrame:
     """The validation curve with each point's paired gain over the first on the same users: mean reward, gain,
-    its standard error and the paired t-test's p (none for records without per-user rewards), and the downstream
-    NDCG@10 of both views."""
-    rows, first = [], np.asarray(validation[0].get("rewards", []), float) if validation else np.array([])
+    its standard error and the paired t-test's p (none for records without per-user rewards, or drawn with another
+    number of samples per user), and the downstream NDCG@10 of both views."""
+    rows = []
+    first = validation[0] if validation else {}
+    first_rewards = np.asarray(first.get("rewards", []), float)
     for record in validation:
         row = {"step": record["step"], "reward": record["reward_mean"]}
-        users = np.asarray(record.get("rewards", []), float)
-        if record is not validation[0] and len(users) == len(first) >= 2:
-            test = paired_significance(users, first)
-            row |= {"gain": test["mean_diff"], "gain_se": float((users - first).std(ddof=1) / np.sqrt(len(users))),
-                    "gain_p": test["t_pvalue"]}
+        rewards = np.asarray(record.get("rewards", []), float)
+        comparable = record.get("samples") == first.get("samples") and len(rewards) == len(first_rewards) >= 2
+        if record is not first and comparable:
+            differences = rewards - first_rewards
+            row |= {"gain": differences.mean(), "gain_se": differences.std(ddof=1) / np.sqrt(len(differences)),
+                    "gain_p": paired_significance(rewards, first_rewards)["t_pvalue"]}
         rows.append(row | {"P_ndcg10": record["P/ndcg10"], "10H+P_ndcg10": record["10H+P/ndcg10"]})
     return pd.DataFrame(rows, columns=["step", "reward", "gain", "gain_se", "gain_p", "P_ndcg10", "10H+P_ndcg10"])
 
 
 def step_log_blocks(log: list[dict], block: int) -> pd.DataFrame:
     """The step log in blocks of `block` steps: the mean of the reward and of every logged reward term, the KL at
-    the block's last step, the mean completion length and the median seconds of a step, its rollout and its
-    update."""
+    the block's last update, the mean completion length, the median seconds of a step, its rollout and its update,
+    and the update's CPU dot path where the log has one."""
     frame = pd.DataFrame(log)
     if frame.empty:
         return frame
@@ -288,10 +291,13 @@ def step_log_blocks(log: list[dict], block: int) -> pd.DataFrame:
     blocks = frame.groupby("block")
     out = blocks[terms].mean()
     out.insert(0, "steps", blocks["step"].agg(lambda s: f"{s.min()}-{s.max()}"))
-    out["kl_last"] = blocks["kl"].last()
+    if "kl" in frame:  # absent when every step of the log skipped its update
+        out["kl_last"] = blocks["kl"].last()
     out["completion_tokens"] = blocks["completion_tokens_mean"].mean()
     for column in ("seconds", "seconds_rollout", "seconds_update"):
         out[f"median_{column}"] = blocks[column].median()
+    if "update_dot_path" in frame:
+        out["update_dot_path"] = blocks["update_dot_path"].agg(lambda s: "+".join(sorted(set(s.dropna()))))
     return out.reset_index(drop=True)
 
 
@@ -399,8 +405,6 @@ def train_profiler(
     lora = config.lora
     trainer = (PolicyTrainer(policy.lm.model, tx, geometry) if lora is None
                else AdapterTrainer(policy.lm.model, tx, geometry, lora, config.seed))
-    if lora is None and trainer.dot_path:
-        log(f"the update's dots run through {trainer.dot_path}, the faster of XLA:CPU's two paths on this CPU")
     meta = {"base_version": policy.version, "lora": None if lora is None else asdict(lora)}
     store = CheckpointStore(checkpoint_dir)
     history: list[dict] = []
@@ -470,6 +474,8 @@ def train_profiler(
             "dropped_groups": int(dropped.sum()),
             # Only where blanking is on, so the other methods' step logs stay as they were.
             **({"blank_item_frac": float(blanked.mean())} if method.blank_item_prob else {}),
+            # Which XLA:CPU dot path computed the update: a resume on another machine may take the other one.
+            **({"update_dot_path": trainer.dot_path} if trainer.dot_path else {}),
             "seconds_rollout": t_rollout,
             "seconds_update": time.perf_counter() - t_update,
             "seconds": time.perf_counter() - t0,

@@ -158,9 +158,18 @@ def test_a_resumed_run_keeps_its_validation_curve(tiny_chat_dir, tmp_path):
 
     from jobs.run_report import report
 
+    def files(root):
+        return {(p, p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*")}
+
+    before = files(tmp_path / "killed")
     text = report(tmp_path / "killed", block=2)  # read back from the checkpoints, as beside a running job
+    assert files(tmp_path / "killed") == before  # nothing written, moved or removed
     assert text.splitlines()[0].endswith("last saved step 4")
     assert "| 1-2 " in text and "| 3-4 " in text and "validation (gain" in text
+    assert "update_dot_path" in text.splitlines()[2]  # the full fine-tune's step log names its CPU dot path
+    with pytest.raises(FileNotFoundError):
+        report(tmp_path / "never-trained", block=2)
+    assert not (tmp_path / "never-trained").exists()
 
 
 @pytest.mark.fast
@@ -219,6 +228,8 @@ def test_validation_gains_pair_each_point_with_the_first_on_the_same_users():
     assert table["10H+P_ndcg10"].tolist() == pytest.approx([0.04, 0.1])
     unpaired = validation_gains([{**r, "rewards": []} for r in curve])
     assert unpaired["gain"].isna().all() and validation_gains([]).empty
+    resampled = validation_gains([{**curve[0], "samples": 1}, {**curve[1], "samples": 4}])  # other draws: no pair
+    assert resampled["gain"].isna().all()
 
 
 @pytest.mark.fast
@@ -230,6 +241,11 @@ def test_the_step_log_in_blocks_averages_terms_and_takes_the_last_kl_and_median_
     assert blocks["reward_mean"].tolist() == [1.5, 3.5, 5.0] and blocks["reward/a"].tolist() == [3.0, 7.0, 10.0]
     assert blocks["kl_last"].tolist() == [0.02, 0.04, 0.05]
     assert blocks["median_seconds"].tolist() == [2.5, 12.5, 25.0]
+    assert "update_dot_path" not in blocks
+    log[3]["update_dot_path"], log[4]["update_dot_path"] = "eigen", "ynnpack"  # resumed on another machine at 5
+    assert step_log_blocks(log, 2)["update_dot_path"].tolist() == ["", "eigen", "ynnpack"]
+    skipped = step_log_blocks([{k: v for k, v in r.items() if k != "kl"} for r in log], 2)
+    assert "kl_last" not in skipped and len(skipped) == 3
     assert step_log_blocks([], 2).empty
 
 

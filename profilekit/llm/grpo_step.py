@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from functools import cache, partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,25 +37,29 @@ from profilekit.llm.model import hidden_states, project_logits
 LOG_RATIO_CLAMP = 20.0
 
 # XLA:CPU runs bf16 dots through YNNPACK by default, or through Eigen with EIGEN_DOTS. Which of the two runs the
-# update's large forward/backward dots faster depends on the CPU (bench/grpo_step.py, ours-bf16 against
-# ours-bf16-ynn: the update took 0.77x the time with Eigen on a Xeon of family 6 model 207, 0.61x with YNNPACK on a
-# Zen 4 EPYC; docs/RESULTS.md), so the update is compiled with whichever this CPU runs faster on a small piece of
-# the update (the probe below). The sampler keeps XLA's defaults (YNNPACK), faster for its small decode dots on both.
+# update faster depends on the CPU (bench/grpo_step.py, ours-bf16-eigen against ours-bf16-ynn: the update took
+# 0.71x the time through Eigen on a Xeon of family 6 model 207, 0.61x through YNNPACK on a Zen 4 EPYC;
+# docs/RESULTS.md), so the full fine-tune's update is compiled with whichever a probe finds faster on this CPU. The
+# sampler keeps XLA's defaults (YNNPACK), faster for its small decode dots on both.
 EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 YNNPACK_DOTS: dict[str, str] = {}
 CPU_DOT_PATHS = {"ynnpack": YNNPACK_DOTS, "eigen": EIGEN_DOTS}
 # The probe: loss and gradient of two residual blocks (an attention-sized and the MLP's projections) of
 # SmolLM2-135M's widths over 2,048 tokens, with the update's casts around the dots. Its dots alone do not predict the
-# update (on the Zen 4 they take the same time on either path, while the update is 0.61x with YNNPACK); with their
-# casts, elementwise work and backward pass they point the same way as the update (0.87-0.95x there; the probe has
-# not run on the Xeon, whose bare bf16 dots were 1.25-1.49x faster through Eigen).
+# update (on the Zen 4 they take the same time either way, while the update is 0.61x through YNNPACK); with their
+# casts, elementwise work and backward pass they point the same way (0.87-0.95x there). The probe has not run on
+# the Xeon, whose bare bf16 dots were 1.0-1.5x faster through Eigen.
 _PROBE_WIDTHS = (2048, 576, 1536)
 _PROBE_ROUNDS = 5
+# Eigen is taken only when its median is this much below YNNPACK's (XLA's default), so that a near tie, where
+# the choice is noise, does not change the path between two processes of one run.
+_EIGEN_MARGIN = 0.95
 
 
-def _probe_seconds(options: dict[str, str], dtype: str) -> list[float]:
-    """Seconds of each of `_PROBE_ROUNDS` runs of the probe compiled with `options` and computing in `dtype`
-    (after one warm-up run)."""
+def _probe_seconds(dtype: str) -> dict[str, list[float]]:
+    """Seconds of each of `_PROBE_ROUNDS` runs of the probe per dot path of `CPU_DOT_PATHS`, computing in
+    `dtype` on the first CPU device; the paths alternate round by round, so a load that comes and goes slows
+    both alike."""
     tokens, d, f = _PROBE_WIDTHS
     compute = jnp.dtype(dtype)
 
@@ -68,29 +73,33 @@ def _probe_seconds(options: dict[str, str], dtype: str) -> list[float]:
             h = (h.astype(jnp.float32) + dot(h, p["attention"]) + dot(mlp, p["down"])).astype(compute)
         return jnp.mean(jnp.square(h.astype(jnp.float32)))
 
-    keys = jax.random.split(jax.random.PRNGKey(0), 5)
-    params = {name: 0.02 * jax.random.normal(k, shape) for name, k, shape in
-              zip(("attention", "up", "gate", "down"), keys, ((d, d), (d, f), (d, f), (f, d)))}
-    x = jax.random.normal(keys[4], (tokens, d))
-    compiled = jax.jit(jax.value_and_grad(loss)).lower(params, x).compile(compiler_options=options)
-    jax.block_until_ready(compiled(params, x))
-    times = []
-    for _ in range(_PROBE_ROUNDS):
-        started = time.perf_counter()
-        jax.block_until_ready(compiled(params, x))
-        times.append(time.perf_counter() - started)
+    with jax.default_device(jax.devices("cpu")[0]):
+        keys = jax.random.split(jax.random.PRNGKey(0), 5)
+        params = {name: 0.02 * jax.random.normal(k, shape) for name, k, shape in
+                  zip(("attention", "up", "gate", "down"), keys, ((d, d), (d, f), (d, f), (f, d)))}
+        x = jax.random.normal(keys[4], (tokens, d))
+        lowered = jax.jit(jax.value_and_grad(loss)).lower(params, x)
+        compiled = {name: lowered.compile(compiler_options=options) for name, options in CPU_DOT_PATHS.items()}
+        for run in compiled.values():
+            jax.block_until_ready(run(params, x))
+        times: dict[str, list[float]] = {name: [] for name in compiled}
+        for _ in range(_PROBE_ROUNDS):
+            for name, run in compiled.items():
+                started = time.perf_counter()
+                jax.block_until_ready(run(params, x))
+                times[name].append(time.perf_counter() - started)
     return times
 
 
 @cache
 def faster_cpu_dot_path(dtype: str) -> str:
-    """"ynnpack" or "eigen": the dot path of `CPU_DOT_PATHS` whose probe takes less time at its median on this
-    CPU, for dots in `dtype` (measured once per process)."""
-    median = {name: float(np.median(_probe_seconds(options, dtype))) for name, options in CPU_DOT_PATHS.items()}
-    return min(median, key=median.get)
+    """"ynnpack" or "eigen": the dot path of `CPU_DOT_PATHS` that runs the probe faster on this CPU for dots in
+    `dtype` (measured once per process; Eigen only by `_EIGEN_MARGIN`)."""
+    median = {name: float(np.median(seconds)) for name, seconds in _probe_seconds(dtype).items()}
+    return "eigen" if median["eigen"] < _EIGEN_MARGIN * median["ynnpack"] else "ynnpack"
 
 
-def update_dot_path(params, compute_dtype: str) -> str | None:
+def update_dot_path(params: Any, compute_dtype: str) -> str | None:
     """The CPU dot path the update of `params` (a pytree of arrays) is compiled with, None off CPU (other backends
     have no such choice)."""
     platforms = {d.platform for leaf in jax.tree.leaves(params) for d in leaf.devices()}

@@ -164,6 +164,7 @@ class AdapterTrainer:
         self.params = committed(init_adapters(model, config, jax.random.PRNGKey(seed)), self.base)
         self.opt_state = committed(tx.init(self.params), self.base)
         self.geometry = geometry
+        self.dot_path: str | None = None  # XLA's defaults: only the full fine-tune's update probes for its path
         self._step = jax.jit(partial(_adapter_step, arch, tx, geometry, config), donate_argnums=(0, 1))
 
     def step(self, prompt, valid, completion, mask, advantages) -> dict[str, float]:
