@@ -250,10 +250,9 @@ def validation_summary(validation: list[dict]) -> dict[str, float]:
         "validation_reward_spread": first["reward_std"],
     }
     # Records written before per-user rewards were kept have none; their gain has no paired error.
-    per_user = [np.asarray(r.get("rewards", []), float) for r in (first, last)]
-    if len(per_user[0]) == len(per_user[1]) >= 2:
-        differences = per_user[1] - per_user[0]
-        out["validation_reward_gain_se"] = float(differences.std(ddof=1) / np.sqrt(len(differences)))
+    gain_se = validation_gains([first, last])["gain_se"].iloc[-1]
+    if not np.isnan(gain_se):
+        out["validation_reward_gain_se"] = float(gain_se)
     for view, name in (("P", "P"), ("10H+P", "10HP")):
         out[f"validation_ndcg10_{name}_first"] = first[f"{view}/ndcg10"]
         out[f"validation_ndcg10_{name}_last"] = last[f"{view}/ndcg10"]
